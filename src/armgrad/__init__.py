@@ -1,0 +1,15 @@
+"""armgrad: unbiased, low-variance gradients for binary stochastic units (ARM and its family).
+
+Public contract (DESIGN.md section 2):
+
+- :func:`estimate` ``(f, logits, estimator="arm", num_samples=2, *, generator=None, **options)``
+- :func:`grad`, the estimate of ``d E[f] / d logits`` itself;
+- :func:`exact`, ``(value, grad)`` by enumeration;
+- :data:`ESTIMATORS`, name -> estimator (unbiased?, cost in f evaluations, noise shape).
+"""
+
+from .api import estimate, exact, grad
+from .estimators import ESTIMATORS
+
+__all__ = ["ESTIMATORS", "estimate", "exact", "grad"]
+__version__ = "0.1.0"

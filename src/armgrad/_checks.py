@@ -1,0 +1,53 @@
+"""Input validation at the public boundary: clear errors naming the argument, never a NaN later."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_all(condition: torch.Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` unless every element of the boolean ``condition`` holds.
+
+    On CUDA the check is asynchronous (``torch._assert_async``), so it never forces a
+    host-device synchronisation in a training step; the error then surfaces at the next sync.
+    """
+    if condition.device.type == "cpu":
+        if not bool(condition.all()):
+            raise ValueError(message)
+    else:
+        torch._assert_async(condition.all(), message)
+
+
+def check_logits(logits) -> None:
+    """Logits must be a finite floating-point tensor of shape ``(*batch, D)`` with ``D >= 1``."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor of shape (*batch, D), got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(
+            f"logits must be a floating-point tensor (float32 or float64), got dtype {logits.dtype}"
+        )
+    if logits.dim() == 0:
+        raise ValueError(
+            "logits must have an event dimension: expected shape (*batch, D), got a scalar "
+            "(use logits.unsqueeze(-1) for a single unit)"
+        )
+    if logits.shape[-1] == 0:
+        raise ValueError(f"logits has no units: shape {tuple(logits.shape)} has D = 0")
+    check_all(torch.isfinite(logits.detach()), "logits contains non-finite values (nan or inf)")
+
+
+def check_noise(noise, expected_shape: tuple, logits: torch.Tensor, name: str) -> None:
+    """Uniform noise passed in for common random numbers: right shape, float, inside (0, 1)."""
+    if expected_shape is None:
+        raise ValueError(f"estimator {name!r} draws no noise; do not pass noise=")
+    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
+        raise TypeError("noise must be a floating-point torch.Tensor of uniforms in (0, 1)")
+    if tuple(noise.shape) != tuple(expected_shape):
+        raise ValueError(
+            f"noise has shape {tuple(noise.shape)}, but estimator {name!r} with this budget and "
+            f"logits shape {tuple(logits.shape)} needs {tuple(expected_shape)} "
+            f"(ESTIMATORS[{name!r}].noise_shape(num_samples, logits.shape))"
+        )
+    if noise.device != logits.device:
+        raise ValueError(f"noise is on {noise.device} but logits are on {logits.device}")
+    check_all((noise > 0) & (noise < 1), "noise must lie strictly inside (0, 1)")

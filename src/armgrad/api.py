@@ -1,0 +1,105 @@
+"""The public functions: ``estimate``, ``grad`` and ``exact``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._checks import check_logits, check_noise
+from .estimators import ESTIMATORS, get_estimator
+from .estimators.base import Estimate
+
+
+def _run(f: Callable, logits: torch.Tensor, estimator, num_samples: int, generator, noise, options) -> tuple:
+    est = get_estimator(estimator)
+    check_logits(logits)
+    est.check_budget(num_samples)
+    if not callable(f):
+        raise TypeError(f"f must be callable, mapping b (S, *batch, D) to (S, *batch); got {type(f).__name__}")
+    if noise is None:
+        noise = est.draw_noise(num_samples, logits, generator)
+    else:
+        shape = est.noise_shape(num_samples, logits.shape) if est.noise_shape else None
+        check_noise(noise, shape, logits, est.name)
+    return est, est.fn(f, logits, noise, num_samples, **options)
+
+
+def estimate(
+    f: Callable,
+    logits: torch.Tensor,
+    estimator="arm",
+    num_samples: int = 2,
+    *,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    **options,
+) -> torch.Tensor:
+    """Monte Carlo estimate of ``E_{b ~ Bernoulli(sigmoid(logits))}[f(b)]`` whose gradient is the estimator's.
+
+    Args:
+        f: maps stacked samples ``b`` of shape ``(S, *batch, D)`` (floats in {0, 1}, or in (0, 1)
+            for relaxed estimators) to ``(S, *batch)``. It is called exactly once.
+        logits: ``(*batch, D)`` float tensor, ``phi``; may come from a network.
+        estimator: a name from ``armgrad.ESTIMATORS`` or an estimator object.
+        num_samples: the budget, in evaluations of ``f`` per batch element (even for pair
+            estimators such as ``arm`` and ``disarm``; ignored by ``exact``).
+        generator: the only source of randomness (the global one if ``None``).
+        noise: optional uniforms of shape ``ESTIMATORS[name].noise_shape(num_samples, logits.shape)``,
+            to feed several estimators the same noise (common random numbers).
+        options: estimator options, e.g. ``temperature`` for ``gumbel``.
+
+    Returns:
+        ``(*batch)`` tensor. Its value is an unbiased estimate of ``E[f]`` (except for relaxed
+        estimators). Its gradient w.r.t. ``logits`` is the estimator; its gradient w.r.t.
+        anything ``f`` closes over is the pathwise gradient of the estimate.
+
+    The estimator's gradient ``g`` enters through the surrogate
+    ``value + sum_d g_d (phi_d - stop_gradient(phi_d))``, which is ``value`` in the forward pass and
+    sends exactly ``g`` back to the logits (and on to whatever produced them).
+    """
+    _, (value, grad_estimate) = _run(f, logits, estimator, num_samples, generator, noise, options)
+    if grad_estimate is None:
+        return value
+    return value + (grad_estimate * (logits - logits.detach())).sum(-1)
+
+
+def grad(
+    f: Callable,
+    logits: torch.Tensor,
+    estimator="arm",
+    num_samples: int = 2,
+    *,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    **options,
+) -> torch.Tensor:
+    """The estimate of ``d E[f] / d logits`` itself: shape ``logits.shape``, no graph.
+
+    Same arguments as :func:`estimate`. Score-function estimators run ``f`` under
+    ``torch.no_grad()``; pathwise ones (``gumbel``, ``st``) differentiate ``f`` with autograd.
+    """
+    est = get_estimator(estimator)
+    if not est.pathwise:
+        with torch.no_grad():
+            _, result = _run(f, logits.detach(), est, num_samples, generator, noise, options)
+        return result.grad
+    with torch.enable_grad():
+        leaf = logits.detach().requires_grad_(True)
+        _, result = _run(f, leaf, est, num_samples, generator, noise, options)
+        if not result.value.requires_grad:  # f does not depend on b at all
+            return torch.zeros_like(leaf)
+        (g,) = torch.autograd.grad(result.value.sum(), leaf, allow_unused=True)
+    return torch.zeros_like(leaf) if g is None else g
+
+
+def exact(f: Callable, logits: torch.Tensor, *, max_units: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E[f], d E[f] / d logits)`` by enumerating all ``2^D`` states (``D <= max_units``).
+
+    Returns ``value`` of shape ``(*batch)``, attached to the graph of anything ``f`` closes over
+    (so ``value.sum().backward()`` gives exact gradients for those), and ``grad`` of shape
+    ``(*batch, D)`` without graph.
+    """
+    check_logits(logits)
+    result: Estimate = ESTIMATORS["exact"].fn(f, logits, None, 0, max_units=max_units)
+    return result.value, result.grad

@@ -1,0 +1,111 @@
+"""The augmentation family: AR, ARM, DisARM and ARMS.
+
+Notation as in DESIGN.md section 1: ``phi`` logits ``(*batch, D)``, ``p = sigmoid(phi)``,
+``u ~ Uniform(0, 1)``; all of these are unbiased and need only evaluations of ``f`` at binary
+points.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Estimate, bernoulli, evaluate
+
+
+def ar(f, logits, noise, num_samples, **options) -> Estimate:
+    """AR, Augment-REINFORCE (Yin & Zhou, ICLR 2019, eq. 5), averaged over ``S`` draws.
+
+    ``g_d = 1/S sum_s f(1[u_s < p]) (1 - 2 u_s,d)``, ``u`` of shape ``(S, *batch, D)``.
+    Unbiased; one f evaluation per draw.
+    """
+    p = torch.sigmoid(logits.detach())
+    fb = evaluate(f, bernoulli(noise, p))
+    grad = (fb.detach().unsqueeze(-1) * (1 - 2 * noise)).mean(0)
+    return Estimate(fb.mean(0), grad)
+
+
+def antithetic_pair(logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ARM pair from one shared ``u``: ``b1 = 1[u > sigmoid(-phi)]``, ``b2 = 1[u < sigmoid(phi)]``.
+
+    Both are Bernoulli(sigmoid(phi)) draws; they are as negatively correlated as two such draws
+    can be. Shapes: ``logits (*batch, D)``, ``u (P, *batch, D)`` -> two ``(P, *batch, D)``.
+    """
+    b1 = (u > torch.sigmoid(-logits)).to(logits.dtype)
+    b2 = bernoulli(u, torch.sigmoid(logits))
+    return b1, b2
+
+
+def _evaluate_pairs(f, logits, u):
+    b1, b2 = antithetic_pair(logits, u)
+    fb = evaluate(f, torch.cat([b1, b2]))
+    f1, f2 = fb.detach().chunk(2)
+    return fb, b1, b2, (f1 - f2).unsqueeze(-1)
+
+
+def arm(f, logits, noise, num_samples, **options) -> Estimate:
+    """ARM, Augment-REINFORCE-Merge (Yin & Zhou, ICLR 2019, Theorem 1).
+
+    For each of ``P = num_samples / 2`` pairs, with one shared ``u`` of shape ``(P, *batch, D)``:
+    ``g_d = (f(b1) - f(b2)) (u_d - 1/2)``, ``b1 = 1[u > s(-phi)]``, ``b2 = 1[u < s(phi)]``,
+    averaged over pairs. Unbiased; two f evaluations per pair, made in one stacked call.
+    """
+    fb, _, _, diff = _evaluate_pairs(f, logits.detach(), noise)
+    grad = (diff * (noise - 0.5)).mean(0)
+    return Estimate(fb.mean(0), grad)
+
+
+def disarm(f, logits, noise, num_samples, **options) -> Estimate:
+    """DisARM / U2G (Dong, Mnih & Tucker, NeurIPS 2020; Yin et al., 2020): ARM Rao-Blackwellised.
+
+    On the ARM pair: ``g_d = 1/2 (f(b1) - f(b2)) (-1)^{b2_d} 1[b1_d != b2_d] s(|phi_d|)``,
+    averaged over the ``num_samples / 2`` pairs. It is ARM's estimate integrated over ``u`` given
+    ``(b1, b2)``, so on the same noise its variance never exceeds ARM's. Unbiased.
+    """
+    phi = logits.detach()
+    fb, b1, b2, diff = _evaluate_pairs(f, phi, noise)
+    weight = (b1 - b2).abs() * (1 - 2 * b2) * torch.sigmoid(phi.abs())
+    grad = (0.5 * diff * weight).mean(0)
+    return Estimate(fb.mean(0), grad)
+
+
+def dirichlet_copula(u: torch.Tensor) -> torch.Tensor:
+    """Mutually antithetic uniforms from a Dirichlet copula (Dimitriev & Zhou, ICML 2021).
+
+    ``u`` of shape ``(n, ...)`` independent uniforms -> ``c`` of the same shape with
+    ``e_k = -log u_k``, ``d_k = e_k / sum_j e_j`` (Dirichlet(1, ..., 1)) and
+    ``c_k = (1 - d_k)^(n-1)``: each ``c_k`` is Uniform(0, 1), the ``c_k`` negatively dependent.
+    """
+    n = u.shape[0]
+    e = -torch.log(u)
+    d = e / e.sum(0, keepdim=True)
+    return (1 - d) ** (n - 1)
+
+
+def _arms_joint_low(m: torch.Tensor, n: int) -> torch.Tensor:
+    """``J(m) = P(b_j = b_k = 1)`` under the Dirichlet copula for ``m = P(b = 1) <= 1/2``."""
+    return torch.clamp(2 * m ** (1.0 / (n - 1)) - 1, min=0) ** (n - 1)
+
+
+def arms(f, logits, noise, num_samples, **options) -> Estimate:
+    """ARMS, antithetic REINFORCE with multiple samples (Dimitriev & Zhou, ICML 2021).
+
+    ``n = num_samples >= 2`` mutually antithetic draws per coordinate from the Dirichlet copula
+    (:func:`dirichlet_copula`): ``v_k = c_k`` if ``p < 1/2`` else ``1 - c_k``, ``b_k = 1[v_k < p]``;
+
+    ``g = n/(n-1) * 1/n sum_k (f_k - mean f) (b_k - p) * p(1-p) / (p - J(p))``
+
+    with ``J(p) = P(b_j = b_k = 1)``. By the symmetry ``p - J(p) = m - J(m)`` with
+    ``m = min(p, 1-p) = s(-|phi|)``, which is how it is computed (stable for large ``|phi|``).
+    ``n = 2`` is DisARM in distribution; independent draws would give ``reinforce_loo``. Unbiased.
+    """
+    phi = logits.detach()
+    n = noise.shape[0]
+    c = dirichlet_copula(noise)
+    m = torch.sigmoid(-phi.abs())
+    b = torch.where(phi < 0, c < m, c > m).to(phi.dtype)
+    fb = evaluate(f, b)
+    fd = fb.detach()
+    centred = (fd - fd.mean(0, keepdim=True)).unsqueeze(-1)
+    debias = (1 - m) * m / (m - _arms_joint_low(m, n))
+    grad = (centred * (b - torch.sigmoid(phi))).sum(0) / (n - 1) * debias
+    return Estimate(fb.mean(0), grad)

@@ -1,0 +1,136 @@
+"""What every estimator shares: the result type, the registry entry, and the one call of ``f``.
+
+An estimator is a function ``fn(f, logits, noise, num_samples, **options) -> Estimate``:
+
+- ``f`` maps stacked binary samples ``b`` of shape ``(S, *batch, D)`` to ``(S, *batch)``;
+- ``logits`` has shape ``(*batch, D)`` and may carry an autograd graph;
+- ``noise`` holds uniforms in (0, 1) of shape ``Estimator.noise_shape(num_samples, logits.shape)``
+  (``None`` for estimators that draw nothing), so that several estimators can be fed the same
+  noise (common random numbers);
+- it calls ``f`` exactly once and returns ``Estimate(value, grad)``.
+
+``value`` (shape ``(*batch)``) is the Monte Carlo estimate of ``E[f(b)]``, still attached to the
+graph of anything ``f`` closes over. ``grad`` (shape ``(*batch, D)``, no graph) is the estimate
+of ``d E[f] / d logits`` for score-function estimators; it is ``None`` for pathwise estimators,
+whose gradient flows through ``value`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+from .._checks import check_all
+
+
+class Estimate(NamedTuple):
+    """``value``: ``(*batch)`` estimate of ``E[f]``; ``grad``: ``(*batch, D)`` or ``None``."""
+
+    value: torch.Tensor
+    grad: Optional[torch.Tensor]
+
+
+def _same_shape_noise(num_samples: int, logits_shape: torch.Size) -> tuple:
+    return (num_samples, *logits_shape)
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A registry entry: the estimator function and the facts a caller needs about it.
+
+    Attributes:
+        name: the registry key.
+        fn: ``fn(f, logits, noise, num_samples, **options) -> Estimate``.
+        unbiased: whether ``E[grad] = d E[f] / d logits`` exactly.
+        pathwise: the gradient comes through autograd of ``f`` (``Estimate.grad is None``).
+        relaxed: ``f`` is evaluated at values in (0, 1), not only at {0, 1}.
+        pair: the budget is spent in antithetic pairs, so it must be even.
+        min_samples: the smallest budget the estimator accepts.
+        noise_shape: ``(num_samples, logits.shape) -> shape of the uniforms``, or ``None``
+            when the estimator draws no noise.
+        reference: where the estimator comes from.
+        summary: one line for tables.
+    """
+
+    name: str
+    fn: Callable[..., Estimate]
+    unbiased: bool
+    reference: str
+    summary: str
+    pathwise: bool = False
+    relaxed: bool = False
+    pair: bool = False
+    min_samples: int = 1
+    noise_shape: Optional[Callable[[int, torch.Size], tuple]] = field(default=_same_shape_noise)
+    enumerates: bool = False
+
+    def evaluations(self, num_samples: int, num_units: int | None = None) -> int:
+        """Number of ``f`` evaluations per batch element for a budget of ``num_samples``."""
+        if self.enumerates:
+            if num_units is None:
+                raise ValueError(f"{self.name!r} costs 2**D evaluations: pass num_units=D")
+            return 2**num_units
+        return num_samples
+
+    def draw_noise(self, num_samples: int, logits: torch.Tensor, generator=None):
+        """Uniforms in (0, 1) for this estimator, budget and logits, from ``generator``.
+
+        Feed the same tensor to several estimators (``noise=``) for common random numbers:
+        AR with budget ``S`` and ARM/DisARM with budget ``2S`` read the same shape.
+        """
+        if self.noise_shape is None:
+            return None
+        shape = self.noise_shape(num_samples, logits.shape)
+        u = torch.rand(shape, generator=generator, dtype=logits.dtype, device=logits.device)
+        return u.clamp_(min=torch.finfo(logits.dtype).tiny)  # rand is [0, 1): keep log/logit finite
+
+    def check_budget(self, num_samples) -> None:
+        """Raise a clear error unless ``num_samples`` is a budget this estimator accepts."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+            raise TypeError(
+                f"num_samples must be an int (the number of f evaluations per batch element), "
+                f"got {type(num_samples).__name__}"
+            )
+        if self.enumerates:
+            return
+        if num_samples < self.min_samples:
+            raise ValueError(
+                f"num_samples={num_samples} is too small for estimator {self.name!r}: "
+                f"it needs at least {self.min_samples} f evaluations per batch element"
+            )
+        if self.pair and num_samples % 2:
+            raise ValueError(
+                f"estimator {self.name!r} spends its budget in antithetic pairs: num_samples must "
+                f"be even, got {num_samples}"
+            )
+
+
+def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
+    """Call ``f`` once on stacked samples ``b`` of shape ``(S, *batch, D)`` and check its output.
+
+    Returns ``f(b)`` of shape ``(S, *batch)``; raises ``TypeError``/``ValueError`` naming what was
+    wrong when ``f`` returns something else or a non-finite value.
+    """
+    out = f(b)
+    expected = tuple(b.shape[:-1])
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"f must return a torch.Tensor of shape {expected} (S, *batch), got {type(out).__name__}"
+        )
+    if tuple(out.shape) != expected:
+        raise ValueError(
+            f"f returned shape {tuple(out.shape)}, expected {expected}: f receives samples of shape "
+            f"(S, *batch, D) = {tuple(b.shape)} and must return one value per sample and batch "
+            f"element, shape (S, *batch)"
+        )
+    if not out.is_floating_point():
+        raise TypeError(f"f must return a floating-point tensor, got dtype {out.dtype}")
+    check_all(torch.isfinite(out), "f returned non-finite values (nan or inf)")
+    return out
+
+
+def bernoulli(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """``1[u < probs]`` as a float tensor of ``probs``' dtype: a Bernoulli(probs) draw from ``u``."""
+    return (u < probs).to(probs.dtype)

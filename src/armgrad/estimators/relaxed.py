@@ -1,0 +1,37 @@
+"""Biased pathwise estimators that differentiate through ``f``: Concrete/Gumbel and straight-through.
+
+Both need ``f`` to be differentiable in ``b``; the Concrete estimator also evaluates ``f`` at
+relaxed values in (0, 1), so ``f`` must accept them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Estimate, bernoulli, evaluate
+
+
+def gumbel(f, logits, noise, num_samples, temperature: float = 0.5, **options) -> Estimate:
+    """Concrete / Gumbel-softmax relaxation (Maddison et al., 2017; Jang et al., 2017).
+
+    ``b~ = s((phi + logit(u)) / tau)`` with ``u`` of shape ``(S, *batch, D)``; the gradient is the
+    pathwise gradient of ``1/S sum_s f(b~_s)``. Biased: the relaxed objective is not ``E[f(b)]``;
+    the bias shrinks as the temperature ``tau`` falls, while the variance grows.
+    """
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    relaxed = torch.sigmoid((logits + torch.logit(noise)) / temperature)
+    fb = evaluate(f, relaxed)
+    return Estimate(fb.mean(0), None)
+
+
+def st(f, logits, noise, num_samples, **options) -> Estimate:
+    """Straight-through (Bengio et al., 2013): forward at ``b = 1[u < p]``, backward as if ``b = p``.
+
+    ``b_st = b + p - stop_gradient(p)``, so ``g_d = 1/S sum_s df/db_d (b_s) p_d (1 - p_d)``.
+    Biased unless ``f`` is linear in ``b``.
+    """
+    p = torch.sigmoid(logits)
+    hard = bernoulli(noise, p.detach())
+    fb = evaluate(f, hard + p - p.detach())
+    return Estimate(fb.mean(0), None)
