@@ -44,8 +44,8 @@ def test_arms_with_two_samples_is_disarm_in_distribution():
     keys = {name: [tuple(row) for row in torch.round(d[:, 0] * 1e8).long().tolist()] for name, d in draws.items()}
     support = sorted(set(keys["arms"]) | set(keys["disarm"]))
     assert len(support) > 4
-    counts = {name: torch.tensor([Counter(k)[s] for s in support], dtype=torch.float64)
-              for name, k in keys.items()}
+    counters = {name: Counter(k) for name, k in keys.items()}
+    counts = {name: torch.tensor([c[s] for s in support], dtype=torch.float64) for name, c in counters.items()}
     a, b = counts["arms"], counts["disarm"]
     stat = float(((a - b) ** 2 / (a + b)).sum())
     dof = len(support) - 1

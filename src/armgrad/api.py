@@ -80,6 +80,7 @@ def grad(
     ``torch.no_grad()``; pathwise ones (``gumbel``, ``st``) differentiate ``f`` with autograd.
     """
     est = get_estimator(estimator)
+    check_logits(logits)
     if not est.pathwise:
         with torch.no_grad():
             _, result = _run(f, logits.detach(), est, num_samples, generator, noise, options)

@@ -33,5 +33,5 @@ def st(f, logits, noise, num_samples, **options) -> Estimate:
     """
     p = torch.sigmoid(logits)
     hard = bernoulli(noise, p.detach())
-    fb = evaluate(f, hard + p - p.detach())
+    fb = evaluate(f, hard + (p - p.detach()))  # exactly hard in the forward pass
     return Estimate(fb.mean(0), None)
