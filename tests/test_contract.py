@@ -136,6 +136,13 @@ def test_f_returning_non_finite(name):
         armgrad.grad(lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0, torch.zeros(2, 3), name, budget_for(name))
 
 
+def test_huge_but_finite_values_are_accepted():
+    """The fast finite check (one sum) must not mistake an overflowing sum for a nan."""
+    big = torch.finfo(torch.float32).max / 2
+    g = armgrad.grad(lambda b: big * torch.ones(b.shape[:-1]), torch.full((8, 3), 1e30), "arm", 2)
+    assert torch.isfinite(g).all()
+
+
 def test_f_returning_other_types():
     with pytest.raises(TypeError, match="f must return a torch.Tensor"):
         armgrad.grad(lambda b: 1.0, torch.zeros(2, 3))

@@ -13,7 +13,6 @@ from .estimators.base import Estimate
 
 def _run(f: Callable, logits: torch.Tensor, estimator, num_samples: int, generator, noise, options) -> tuple:
     est = get_estimator(estimator)
-    check_logits(logits)
     est.check_budget(num_samples)
     if not callable(f):
         raise TypeError(f"f must be callable, mapping b (S, *batch, D) to (S, *batch); got {type(f).__name__}")
@@ -58,6 +57,7 @@ def estimate(
     ``value + sum_d g_d (phi_d - stop_gradient(phi_d))``, which is ``value`` in the forward pass and
     sends exactly ``g`` back to the logits (and on to whatever produced them).
     """
+    check_logits(logits)
     _, (value, grad_estimate) = _run(f, logits, estimator, num_samples, generator, noise, options)
     if grad_estimate is None:
         return value

@@ -24,20 +24,24 @@ def ar(f, logits, noise, num_samples, **options) -> Estimate:
     return Estimate(fb.mean(0), grad)
 
 
-def antithetic_pair(logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ARM pair from one shared ``u``: ``b1 = 1[u > sigmoid(-phi)]``, ``b2 = 1[u < sigmoid(phi)]``.
+def antithetic_pairs(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """ARM pairs from shared uniforms: ``b1 = 1[u > s(-phi)]`` stacked on ``b2 = 1[u < s(phi)]``.
 
-    Both are Bernoulli(sigmoid(phi)) draws; they are as negatively correlated as two such draws
-    can be. Shapes: ``logits (*batch, D)``, ``u (P, *batch, D)`` -> two ``(P, *batch, D)``.
+    Both halves are Bernoulli(s(phi)) draws, as negatively correlated as two such draws can be.
+    Shapes: ``logits (*batch, D)``, ``u (P, *batch, D)`` -> ``(2P, *batch, D)``, the ``b1`` of
+    every pair first; written straight into the stacked buffer that ``f`` receives.
     """
-    b1 = (u > torch.sigmoid(-logits)).to(logits.dtype)
-    b2 = bernoulli(u, torch.sigmoid(logits))
-    return b1, b2
+    pairs = u.shape[0]
+    b = torch.empty((2 * pairs, *u.shape[1:]), dtype=logits.dtype, device=logits.device)
+    torch.gt(u, torch.sigmoid(-logits), out=b[:pairs])
+    torch.lt(u, torch.sigmoid(logits), out=b[pairs:])
+    return b
 
 
 def _evaluate_pairs(f, logits, u):
-    b1, b2 = antithetic_pair(logits, u)
-    fb = evaluate(f, torch.cat([b1, b2]))
+    b = antithetic_pairs(logits, u)
+    fb = evaluate(f, b)
+    b1, b2 = b.chunk(2)
     f1, f2 = fb.detach().chunk(2)
     return fb, b1, b2, (f1 - f2).unsqueeze(-1)
 
@@ -60,11 +64,12 @@ def disarm(f, logits, noise, num_samples, **options) -> Estimate:
     On the ARM pair: ``g_d = 1/2 (f(b1) - f(b2)) (-1)^{b2_d} 1[b1_d != b2_d] s(|phi_d|)``,
     averaged over the ``num_samples / 2`` pairs. It is ARM's estimate integrated over ``u`` given
     ``(b1, b2)``, so on the same noise its variance never exceeds ARM's. Unbiased.
+    Computed as ``1/2 (f(b1) - f(b2)) (b1_d - b2_d) s(|phi_d|)``: for binary ``b``,
+    ``(-1)^{b2} 1[b1 != b2] = b1 - b2``.
     """
     phi = logits.detach()
     fb, b1, b2, diff = _evaluate_pairs(f, phi, noise)
-    weight = (b1 - b2).abs() * (1 - 2 * b2) * torch.sigmoid(phi.abs())
-    grad = (0.5 * diff * weight).mean(0)
+    grad = (diff * (b1 - b2)).mean(0) * (0.5 * torch.sigmoid(phi.abs()))
     return Estimate(fb.mean(0), grad)
 
 

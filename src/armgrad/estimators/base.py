@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from .._checks import check_all
+from .._checks import check_finite
 
 
 class Estimate(NamedTuple):
@@ -127,7 +127,7 @@ def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
         )
     if not out.is_floating_point():
         raise TypeError(f"f must return a floating-point tensor, got dtype {out.dtype}")
-    check_all(torch.isfinite(out), "f returned non-finite values (nan or inf)")
+    check_finite(out.detach(), "f returned non-finite values (nan or inf)")
     return out
 
 
