@@ -1,0 +1,103 @@
+"""The ``armgrad`` command.
+
+    armgrad estimators                 the registry as a table
+    armgrad demo [--out DIR]           compare every estimator on a problem with a known gradient
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from . import ESTIMATORS, diagnostics
+
+log = logging.getLogger("armgrad")
+
+
+def estimators_table() -> str:
+    """The registry as a Markdown table: name, unbiased, cost in f evaluations, reference."""
+    lines = ["| estimator | unbiased | f evaluations for budget S | what it is | reference |",
+             "|---|---|---|---|---|"]
+    for e in ESTIMATORS.values():
+        cost = "2^D" if e.enumerates else ("S (even: S/2 pairs)" if e.pair else "S")
+        lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
+    return "\n".join(lines) + "\n"
+
+
+def demo_problem(units: int = 10, seed: int = 0):
+    """``f(b) = sum_d w_d (b_d - t_d)^2 + b^T C b / D`` for 3 rows of logits: moderate, mixed, extreme."""
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(3, units, generator=g, dtype=torch.float64)
+    weight = 1 + torch.rand(3, units, generator=g, dtype=torch.float64)
+    coupling = torch.randn(units, units, generator=g, dtype=torch.float64) / units
+    logits = torch.stack([
+        torch.randn(units, generator=g, dtype=torch.float64),
+        3 * torch.randn(units, generator=g, dtype=torch.float64),
+        torch.linspace(-8, 8, units, dtype=torch.float64),
+    ])
+
+    def f(b):
+        return (weight * (b - target) ** 2).sum(-1) + ((b @ coupling) * b).sum(-1)
+
+    return f, logits
+
+
+def run_demo(args) -> int:
+    f, logits = demo_problem(args.units, args.seed)
+    names = [n for n, e in ESTIMATORS.items() if not e.enumerates]
+    gen = torch.Generator().manual_seed(args.seed)
+    out = {"units": args.units, "rows": logits.shape[0], "num_draws": args.draws, "budgets": {}}
+    text = [f"# armgrad demo: {args.draws} draws per estimator, D = {args.units} units, 3 rows of logits "
+            "(moderate, wide, -8..8); exact gradient by enumeration of 2^D states\n"]
+    for budget in args.budgets:
+        log.info("budget %d: drawing %d estimates from each of %d estimators", budget, args.draws, len(names))
+        report = diagnostics.compare(f, logits, names, budget, args.draws, generator=gen)
+        out["budgets"][budget] = report.to_dict()
+        text.append(f"## budget {budget} f evaluations per estimate\n\n{report.table()}")
+    text.append(
+        "max abs bias z: the largest |mean - exact| / standard error over all coordinates (an unbiased "
+        "estimator gives values a normal sample would, below about 4); chi2 p: the p-value of the "
+        "sum of squared z-scores; untested: coordinates left out of the z-test because fewer than 100 "
+        "draws are expected to show their unit's rarer value (at |phi| = 8 that value has probability "
+        "3e-4). Variance x cost is the mean per-coordinate variance times the f "
+        "evaluations spent, so lower is better at equal compute.\n"
+    )
+    report_md = "\n".join(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(out, indent=1))
+        (args.out / "report.md").write_text(report_md)
+        log.info("wrote %s and %s", args.out / "results.json", args.out / "report.md")
+    print(report_md)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("estimators", help="list the estimators")
+    demo = sub.add_parser("demo", help="compare all estimators against exact enumeration")
+    demo.add_argument("--units", type=int, default=10, help="D, enumerated exactly (default 10)")
+    demo.add_argument("--draws", type=int, default=5000, help="estimates drawn per estimator (default 5000)")
+    demo.add_argument("--budgets", type=int, nargs="+", default=[2, 8], help="f evaluations per estimate")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=Path, default=None, help="folder for results.json and report.md")
+    return parser
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    if args.command == "estimators":
+        print(estimators_table())
+        return 0
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
