@@ -63,7 +63,7 @@ def test_one_unit_variance_matches_closed_form(name, logit):
     f0, f1 = 0.3, -0.45
     phi = torch.tensor([logit], dtype=torch.float64)
     f = lambda b: f1 * b[..., 0] + f0 * (1 - b[..., 0])  # noqa: E731
-    budget = 2 if ESTIMATORS[name].pair else 1
+    budget = ESTIMATORS[name].valid_budget(1)
     draws = draw_gradients(f, phi, name, budget, 200000, generator=torch.Generator().manual_seed(4))
     exact_var = exact_variance_1d(name, logit, f0, f1)
     # the sample variance of R draws has relative standard error about sqrt(2 / R) * kurtosis term

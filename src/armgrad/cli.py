@@ -24,7 +24,7 @@ def estimators_table() -> str:
     lines = ["| estimator | unbiased | f evaluations for budget S | what it is | reference |",
              "|---|---|---|---|---|"]
     for e in ESTIMATORS.values():
-        cost = "2^D" if e.enumerates else ("S (even: S/2 pairs)" if e.pair else "S")
+        cost = "2^D" if e.enumerates else (f"S (S/{e.group} {e.group_name})" if e.group > 1 else "S")
         lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
     return "\n".join(lines) + "\n"
 

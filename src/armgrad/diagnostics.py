@@ -220,9 +220,7 @@ def compare(
     rows = []
     for name in estimators:
         est = get_estimator(name)
-        budget = max(num_samples, est.min_samples)
-        if est.pair and budget % 2:
-            budget += 1
+        budget = est.valid_budget(num_samples)
         start = time.perf_counter()
         draws = draw_gradients(
             f, logits, est, budget, num_draws, generator=generator, **options.get(est.name, {})

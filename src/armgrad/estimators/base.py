@@ -46,8 +46,12 @@ class Estimator:
         unbiased: whether ``E[grad] = d E[f] / d logits`` exactly.
         pathwise: the gradient comes through autograd of ``f`` (``Estimate.grad is None``).
         relaxed: ``f`` is evaluated at values in (0, 1), not only at {0, 1}.
-        pair: the budget is spent in antithetic pairs, so it must be even.
+        group: the budget is spent in groups of this many evaluations of ``f`` (2 for the
+            antithetic pairs of ARM and DisARM, 3 for REBAR/RELAX), so it must be a multiple.
+        group_name: what one group is called, for error messages.
         min_samples: the smallest budget the estimator accepts.
+        differentiates_f: the estimator itself differentiates ``f`` (through autograd) to form
+            its gradient, so ``f`` must be differentiable in ``b``.
         noise_shape: ``(num_samples, logits.shape) -> shape of the uniforms``, or ``None``
             when the estimator draws no noise.
         reference: where the estimator comes from.
@@ -61,8 +65,10 @@ class Estimator:
     summary: str
     pathwise: bool = False
     relaxed: bool = False
-    pair: bool = False
+    group: int = 1
+    group_name: str = ""
     min_samples: int = 1
+    differentiates_f: bool = False
     noise_shape: Optional[Callable[[int, torch.Size], tuple]] = field(default=_same_shape_noise)
     enumerates: bool = False
 
@@ -100,11 +106,17 @@ class Estimator:
                 f"num_samples={num_samples} is too small for estimator {self.name!r}: "
                 f"it needs at least {self.min_samples} f evaluations per batch element"
             )
-        if self.pair and num_samples % 2:
+        if num_samples % self.group:
+            must = "even" if self.group == 2 else f"a multiple of {self.group}"
             raise ValueError(
-                f"estimator {self.name!r} spends its budget in antithetic pairs: num_samples must "
-                f"be even, got {num_samples}"
+                f"estimator {self.name!r} spends its budget in {self.group_name}: num_samples must "
+                f"be {must}, got {num_samples}"
             )
+
+    def valid_budget(self, num_samples: int) -> int:
+        """The smallest budget this estimator accepts that is at least ``num_samples``."""
+        budget = max(num_samples, self.min_samples)
+        return budget + (-budget) % self.group
 
 
 def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
