@@ -10,7 +10,13 @@ ALL = list(ESTIMATORS)
 
 
 def budget_for(name):
-    return 2 if name != "exact" else 0
+    return 0 if ESTIMATORS[name].enumerates else ESTIMATORS[name].valid_budget(2)
+
+
+def instance(name, logits):
+    """The name, or for estimators with trainable state a fresh object of the logits' dtype."""
+    create = ESTIMATORS[name].create
+    return create(num_units=logits.shape[-1]).to(logits.dtype) if create else name
 
 
 def smooth_f(b):
@@ -28,18 +34,21 @@ def test_shapes_dtypes_and_single_call(name, shape, dtype):
         assert b.dtype == dtype
         if not ESTIMATORS[name].relaxed:
             assert ((b == 0) | (b == 1)).all()
-        else:
+        elif ESTIMATORS[name].pathwise:
             assert ((b > 0) & (b < 1)).all()
+        else:  # the control-variate estimators evaluate f at b and at two relaxations
+            third = b.shape[0] // 3
+            assert ((b[:third] == 0) | (b[:third] == 1)).all() and ((b[third:] > 0) & (b[third:] < 1)).all()
         return smooth_f(b)
 
     logits = torch.randn(shape, dtype=dtype, requires_grad=True)
-    out = armgrad.estimate(f, logits, name, budget_for(name))
+    out = armgrad.estimate(f, logits, instance(name, logits), budget_for(name))
     assert out.shape == shape[:-1] and out.dtype == dtype
     expected_s = ESTIMATORS[name].evaluations(budget_for(name), shape[-1])
     assert calls == [(expected_s, *shape)]
     out.mean().backward()
     assert logits.grad.shape == shape and torch.isfinite(logits.grad).all()
-    g = armgrad.grad(smooth_f, logits, name, budget_for(name))
+    g = armgrad.grad(smooth_f, logits, instance(name, logits), budget_for(name))
     assert g.shape == shape and g.dtype == dtype and not g.requires_grad
 
 
@@ -48,9 +57,10 @@ def test_estimate_backward_equals_grad_on_the_same_seed(name):
     layer = torch.nn.Linear(5, 4).double()
     x = torch.randn(6, 5, dtype=torch.float64)
     logits = layer(x)
-    out = armgrad.estimate(smooth_f, logits, name, budget_for(name), generator=torch.Generator().manual_seed(3))
+    est = instance(name, logits)
+    out = armgrad.estimate(smooth_f, logits, est, budget_for(name), generator=torch.Generator().manual_seed(3))
     (dlogits,) = torch.autograd.grad(out.sum(), logits, retain_graph=True)
-    g = armgrad.grad(smooth_f, logits, name, budget_for(name), generator=torch.Generator().manual_seed(3))
+    g = armgrad.grad(smooth_f, logits, est, budget_for(name), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(dlogits, g)
     out.sum().backward()  # and the estimator's gradient flows on into the network producing the logits
     torch.testing.assert_close(layer.weight.grad, g.T @ x)
@@ -59,15 +69,16 @@ def test_estimate_backward_equals_grad_on_the_same_seed(name):
 @pytest.mark.parametrize("name", [n for n in ALL if n != "exact"])
 def test_generator_reproducibility(name):
     logits = torch.randn(7, 6)
-    first = armgrad.grad(smooth_f, logits, name, 4, generator=torch.Generator().manual_seed(11))
-    again = armgrad.grad(smooth_f, logits, name, 4, generator=torch.Generator().manual_seed(11))
-    other = armgrad.grad(smooth_f, logits, name, 4, generator=torch.Generator().manual_seed(12))
+    est, budget = instance(name, logits), ESTIMATORS[name].valid_budget(4)
+    first = armgrad.grad(smooth_f, logits, est, budget, generator=torch.Generator().manual_seed(11))
+    again = armgrad.grad(smooth_f, logits, est, budget, generator=torch.Generator().manual_seed(11))
+    other = armgrad.grad(smooth_f, logits, est, budget, generator=torch.Generator().manual_seed(12))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     torch.manual_seed(5)
-    global_a = armgrad.grad(smooth_f, logits, name, 4)
+    global_a = armgrad.grad(smooth_f, logits, est, budget)
     torch.manual_seed(5)
-    assert torch.equal(global_a, armgrad.grad(smooth_f, logits, name, 4))
+    assert torch.equal(global_a, armgrad.grad(smooth_f, logits, est, budget))
 
 
 def test_common_random_numbers_feed_ar_and_arm_the_same_noise():
@@ -92,7 +103,8 @@ def test_exact_is_deterministic_and_reports_value():
 
 def test_registry_facts():
     assert {n for n, e in ESTIMATORS.items() if e.unbiased} == {
-        "reinforce", "reinforce_loo", "ar", "arm", "disarm", "arms", "exact"}
+        "reinforce", "reinforce_loo", "ar", "arm", "disarm", "arms", "rebar", "relax", "exact"}
+    assert ESTIMATORS["rebar"].evaluations(6) == 6 and ESTIMATORS["rebar"].valid_budget(2) == 3
     assert ESTIMATORS["arm"].evaluations(6) == 6 and ESTIMATORS["exact"].evaluations(0, 5) == 32
     assert ESTIMATORS["arm"].noise_shape(6, torch.Size([2, 3])) == (3, 2, 3)
     assert all(e.reference and e.summary for e in ESTIMATORS.values())
@@ -124,16 +136,18 @@ def test_logits_without_event_dimension():
 
 @pytest.mark.parametrize("name", ALL)
 def test_f_returning_wrong_shape(name):
+    logits = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"f returned shape .* expected"):
-        armgrad.grad(lambda b: b.sum(), torch.zeros(2, 3), name, budget_for(name))
+        armgrad.grad(lambda b: b.sum(), logits, instance(name, logits), budget_for(name))
     with pytest.raises(ValueError, match=r"f returned shape \(.*, 2, 3\)"):
-        armgrad.grad(lambda b: b, torch.zeros(2, 3), name, budget_for(name))
+        armgrad.grad(lambda b: b, logits, instance(name, logits), budget_for(name))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_f_returning_non_finite(name):
     with pytest.raises(ValueError, match="f returned non-finite"):
-        armgrad.grad(lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0, torch.zeros(2, 3), name, budget_for(name))
+        armgrad.grad(lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0, torch.zeros(2, 3),
+                     instance(name, torch.zeros(2, 3)), budget_for(name))
 
 
 def test_huge_but_finite_values_are_accepted():
@@ -200,6 +214,8 @@ def test_bad_temperature():
 def test_cuda(name):
     logits = torch.randn(4, 3, device="cuda", requires_grad=True)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    out = armgrad.estimate(smooth_f, logits, name, budget_for(name), generator=gen)
+    est = instance(name, logits)
+    est = est.to("cuda") if not isinstance(est, str) else est
+    out = armgrad.estimate(smooth_f, logits, est, budget_for(name), generator=gen)
     out.sum().backward()
     assert out.device.type == "cuda" and logits.grad.device.type == "cuda"

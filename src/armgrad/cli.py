@@ -49,7 +49,8 @@ def demo_problem(units: int = 10, seed: int = 0):
 
 def run_demo(args) -> int:
     f, logits = demo_problem(args.units, args.seed)
-    names = [n for n, e in ESTIMATORS.items() if not e.enumerates]
+    names = [e.create(num_units=args.units).double() if e.create else n
+             for n, e in ESTIMATORS.items() if not e.enumerates]
     gen = torch.Generator().manual_seed(args.seed)
     out = {"units": args.units, "rows": logits.shape[0], "num_draws": args.draws, "budgets": {}}
     text = [f"# armgrad demo: {args.draws} draws per estimator, D = {args.units} units, 3 rows of logits "

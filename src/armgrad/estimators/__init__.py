@@ -2,16 +2,33 @@
 
 ``ESTIMATORS[name]`` is an :class:`~armgrad.estimators.base.Estimator`: the function, whether it
 is unbiased, how many evaluations of ``f`` a budget costs, and what noise it consumes.
-Estimators that carry trainable state (REBAR, RELAX) are objects with the same attributes and a
-``fn``; they can be passed to ``armgrad.estimate`` directly instead of a name.
+Estimators that carry trainable state (REBAR, RELAX) are ``nn.Module`` objects made by
+``ESTIMATORS[name].create(...)``; pass the object to ``armgrad.estimate`` instead of the name
+(any object with an ``as_estimator()`` method returning an :class:`Estimator` works).
 """
 
 from __future__ import annotations
 
 import difflib
 
+from dataclasses import replace
+
 from . import antithetic, exact, relaxed, score
 from .base import Estimate, Estimator, evaluate
+from .control import ControlVariateEstimator, Rebar, Relax
+
+
+def _rebar_with_default_controls(f, logits, noise, num_samples, **options):
+    """REBAR by name: fixed controls eta = 1, tau = 0.5 (still unbiased; not trained)."""
+    rebar = Rebar().requires_grad_(False).to(dtype=logits.dtype, device=logits.device)
+    return rebar.estimate_fn(f, logits, noise, num_samples, **options)
+
+
+def _relax_needs_an_instance(*args, **options):
+    raise ValueError(
+        "estimator 'relax' carries a learned control network: create it with "
+        "armgrad.ESTIMATORS['relax'].create(num_units=D) and pass that object as the estimator"
+    )
 
 _PAIR = lambda num_samples, shape: (num_samples // 2, *shape)  # noqa: E731  one u per pair
 
@@ -42,6 +59,8 @@ ESTIMATORS: dict[str, Estimator] = {
         Estimator("st", relaxed.st, unbiased=False, pathwise=True,
                   reference="Bengio, Leonard & Courville, 2013",
                   summary="straight-through: hard forward, backward as if b = p"),
+        replace(Rebar.spec, fn=_rebar_with_default_controls),
+        replace(Relax.spec, fn=_relax_needs_an_instance),
         Estimator("exact", exact.exact, unbiased=True, enumerates=True, noise_shape=None,
                   reference="enumeration of all 2^D states",
                   summary="exact gradient by enumeration (small D)"),
@@ -60,12 +79,15 @@ def get_estimator(estimator) -> Estimator:
             raise ValueError(
                 f"unknown estimator {estimator!r}.{hint} Known: {', '.join(ESTIMATORS)}"
             ) from None
-    if hasattr(estimator, "fn") and hasattr(estimator, "check_budget"):
+    if isinstance(estimator, Estimator):
         return estimator
+    if hasattr(estimator, "as_estimator"):
+        return estimator.as_estimator()
     raise TypeError(
         f"estimator must be a name from armgrad.ESTIMATORS or an estimator object, got "
         f"{type(estimator).__name__}"
     )
 
 
-__all__ = ["ESTIMATORS", "Estimate", "Estimator", "evaluate", "get_estimator"]
+__all__ = ["ESTIMATORS", "ControlVariateEstimator", "Estimate", "Estimator", "Rebar", "Relax",
+           "evaluate", "get_estimator"]

@@ -52,6 +52,8 @@ class Estimator:
         min_samples: the smallest budget the estimator accepts.
         differentiates_f: the estimator itself differentiates ``f`` (through autograd) to form
             its gradient, so ``f`` must be differentiable in ``b``.
+        create: for estimators with trainable state (REBAR, RELAX), the class whose instances
+            carry that state: ``ESTIMATORS["relax"].create(num_units=D)``.
         noise_shape: ``(num_samples, logits.shape) -> shape of the uniforms``, or ``None``
             when the estimator draws no noise.
         reference: where the estimator comes from.
@@ -69,6 +71,7 @@ class Estimator:
     group_name: str = ""
     min_samples: int = 1
     differentiates_f: bool = False
+    create: Optional[Callable[..., object]] = None
     noise_shape: Optional[Callable[[int, torch.Size], tuple]] = field(default=_same_shape_noise)
     enumerates: bool = False
 
