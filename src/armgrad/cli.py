@@ -2,6 +2,7 @@
 
     armgrad estimators                 the registry as a table
     armgrad demo [--out DIR]           compare every estimator on a problem with a known gradient
+    armgrad toy [--quick] [--out DIR]  the toy problem of the ARM paper (Fig. 1), all estimators
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def run_demo(args) -> int:
     return 0
 
 
+def run_toy(args) -> int:
+    from .experiments.toy import ToyConfig, run_study
+
+    overrides = {k: v for k, v in {
+        "steps": args.steps, "seeds": args.seeds, "lr": args.lr, "budget": args.budget,
+        "steps_high_dim": args.steps // 2 if args.steps else None, "estimators": tuple(args.estimators) if args.estimators else None,
+    }.items() if v is not None}
+    overrides.update(minimize=args.minimize, natural_budget=args.natural_budget, out=str(args.out))
+    config = ToyConfig.quick(**overrides) if args.quick else ToyConfig(**overrides)
+    study = run_study(config)
+    print(study["report"])
+    log.info("wrote %s/report.md, results.json, csv/ and the figures", args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budgets", type=int, nargs="+", default=[2, 8], help="f evaluations per estimate")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, default=None, help="folder for results.json and report.md")
+    toy = sub.add_parser("toy", help="the toy problem E[(b - p0)^2] of the ARM and RELAX papers")
+    toy.add_argument("--quick", action="store_true", help="a smaller study, under a minute")
+    toy.add_argument("--minimize", action="store_true", help="minimise as in RELAX (default: maximise as in ARM)")
+    toy.add_argument("--natural-budget", action="store_true",
+                     help="each estimator at its smallest budget (1, 2 or 3 f evaluations) instead of an equal one")
+    toy.add_argument("--budget", type=int, default=None, help="f evaluations per step for every estimator (default 6)")
+    toy.add_argument("--steps", type=int, default=None)
+    toy.add_argument("--seeds", type=int, default=None)
+    toy.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.01)")
+    toy.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS))
+    toy.add_argument("--out", type=Path, default=Path("runs/toy"))
     return parser
 
 
@@ -97,7 +124,7 @@ def main(argv=None) -> int:
     if args.command == "estimators":
         print(estimators_table())
         return 0
-    return run_demo(args)
+    return {"demo": run_demo, "toy": run_toy}[args.command](args)
 
 
 if __name__ == "__main__":
