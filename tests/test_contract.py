@@ -204,6 +204,14 @@ def test_bad_noise():
         armgrad.grad(smooth_f, logits, "exact", 0, noise=torch.rand(1, 2, 3))
 
 
+@pytest.mark.parametrize("name", [n for n, e in ESTIMATORS.items() if e.pathwise or e.differentiates_f])
+def test_f_that_cannot_take_relaxed_inputs(name):
+    logits = torch.zeros(2, 3)
+    thresholded = lambda b: (b > 0.5).float().sum(-1)  # noqa: E731
+    with pytest.raises(ValueError, match="does not depend differentiably on b"):
+        armgrad.grad(thresholded, logits, instance(name, logits), budget_for(name))
+
+
 def test_bad_temperature():
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         armgrad.grad(smooth_f, torch.zeros(2, 3), "gumbel", 2, temperature=0.0)

@@ -122,3 +122,18 @@ def test_invariance_to_a_constant_added_to_f(name):
         assert not torch.allclose(g, g_shifted)
     else:
         torch.testing.assert_close(g, g_shifted, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["ar", "arm", "disarm"])
+@pytest.mark.parametrize("logit", [-2.0, 0.3, 4.0])
+def test_closed_form_variance_matches_quadrature_over_u(name, logit):
+    """The estimators themselves, evaluated on a midpoint grid of u, integrate to the closed form."""
+    n, f0, f1 = 400_000, 0.2401, 0.2601  # the toy problem's f(0), f(1) at p0 = 0.49
+    u = ((torch.arange(n, dtype=torch.float64) + 0.5) / n).view(1, n, 1)
+    logits = torch.full((n, 1), logit, dtype=torch.float64)
+    f = lambda b: f1 * b[..., 0] + f0 * (1 - b[..., 0])  # noqa: E731
+    g = armgrad.grad(f, logits, name, ESTIMATORS[name].valid_budget(1), noise=u)[:, 0]
+    p = 1 / (1 + math.exp(-logit))
+    assert g.mean().item() == pytest.approx(p * (1 - p) * (f1 - f0), rel=1e-4)
+    assert (g**2).mean().item() - g.mean().item() ** 2 == pytest.approx(
+        exact_variance_1d(name, logit, f0, f1), rel=1e-3, abs=1e-15)

@@ -88,8 +88,6 @@ def grad(
     with torch.enable_grad():
         leaf = logits.detach().requires_grad_(True)
         _, result = _run(f, leaf, est, num_samples, generator, noise, options)
-        if not result.value.requires_grad:  # f does not depend on b at all
-            return torch.zeros_like(leaf)
         (g,) = torch.autograd.grad(result.value.sum(), leaf, allow_unused=True)
     return torch.zeros_like(leaf) if g is None else g
 

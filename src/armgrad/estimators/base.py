@@ -149,3 +149,19 @@ def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
 def bernoulli(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """``1[u < probs]`` as a float tensor of ``probs``' dtype: a Bernoulli(probs) draw from ``u``."""
     return (u < probs).to(probs.dtype)
+
+
+def require_differentiable(out: torch.Tensor, b: torch.Tensor, name: str) -> None:
+    """Raise a clear error when ``f``'s output does not depend differentiably on relaxed ``b``.
+
+    Estimators that differentiate ``f`` (``gumbel``, ``st``, ``rebar``, ``relax``) need ``f`` to
+    accept values in (0, 1) and pass gradients: thresholding, indexing with or casting ``b`` to
+    integers cuts the graph and would silently give a zero or wrong gradient.
+    """
+    if b.requires_grad and not out.requires_grad:
+        raise ValueError(
+            f"estimator {name!r} differentiates f at relaxed samples, but f's output does not depend "
+            f"differentiably on b: f must accept float values in (0, 1) and be differentiable in them "
+            f"(no thresholding, rounding, indexing or integer casts of b); use an estimator that only "
+            f"evaluates f at binary points, such as 'arm' or 'disarm'"
+        )

@@ -43,7 +43,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .base import Estimate, Estimator, evaluate
+from .base import Estimate, Estimator, evaluate, require_differentiable
 
 
 def conditional_relaxed(logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -100,7 +100,9 @@ class ControlVariateEstimator(nn.Module):
             z_cond = conditional_relaxed(phi, b, v)
             tau = self.temperature.to(phi.dtype)
             relaxed = torch.sigmoid(torch.cat([z, z_cond]) / tau)
-            fb = evaluate(f, torch.cat([b, relaxed]))
+            stacked = torch.cat([b, relaxed])
+            fb = evaluate(f, stacked)
+            require_differentiable(fb, stacked, self.spec.name)
             draws = b.shape[0]
             f_hard, f_relaxed = fb[:draws], fb[draws:]
             c = self.control(relaxed, f_relaxed)

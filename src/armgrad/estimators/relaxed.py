@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Estimate, bernoulli, evaluate
+from .base import Estimate, bernoulli, evaluate, require_differentiable
 
 
 def gumbel(f, logits, noise, num_samples, temperature: float = 0.5, **options) -> Estimate:
@@ -22,6 +22,7 @@ def gumbel(f, logits, noise, num_samples, temperature: float = 0.5, **options) -
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     relaxed = torch.sigmoid((logits + torch.logit(noise)) / temperature)
     fb = evaluate(f, relaxed)
+    require_differentiable(fb, relaxed, "gumbel")
     return Estimate(fb.mean(0), None)
 
 
@@ -33,5 +34,7 @@ def st(f, logits, noise, num_samples, **options) -> Estimate:
     """
     p = torch.sigmoid(logits)
     hard = bernoulli(noise, p.detach())
-    fb = evaluate(f, hard + (p - p.detach()))  # exactly hard in the forward pass
+    b = hard + (p - p.detach())  # exactly hard in the forward pass
+    fb = evaluate(f, b)
+    require_differentiable(fb, b, "st")
     return Estimate(fb.mean(0), None)
