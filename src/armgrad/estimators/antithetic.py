@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import Estimate, bernoulli, evaluate
+from .base import Estimate
 
 
-def ar(f, logits, noise, num_samples, **options) -> Estimate:
+def ar(fb, b, logits, noise) -> Estimate:
     """AR, Augment-REINFORCE (Yin & Zhou, ICLR 2019, eq. 5), averaged over ``S`` draws.
 
-    ``g_d = 1/S sum_s f(1[u_s < p]) (1 - 2 u_s,d)``, ``u`` of shape ``(S, *batch, D)``.
-    Unbiased; one f evaluation per draw.
+    ``g_d = 1/S sum_s f(1[u_s < p]) (1 - 2 u_s,d)``, ``u`` of shape ``(S, *batch, D)``; the samples
+    are :func:`armgrad.estimators.score.independent_samples`. Unbiased; one f evaluation per draw.
     """
-    p = torch.sigmoid(logits.detach())
-    fb = evaluate(f, bernoulli(noise, p))
     grad = (fb.detach().unsqueeze(-1) * (1 - 2 * noise)).mean(0)
     return Estimate(fb.mean(0), grad)
 
@@ -38,27 +36,23 @@ def antithetic_pairs(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return b
 
 
-def _evaluate_pairs(f, logits, u):
-    b = antithetic_pairs(logits, u)
-    fb = evaluate(f, b)
-    b1, b2 = b.chunk(2)
+def _pair_difference(fb):
     f1, f2 = fb.detach().chunk(2)
-    return fb, b1, b2, (f1 - f2).unsqueeze(-1)
+    return (f1 - f2).unsqueeze(-1)
 
 
-def arm(f, logits, noise, num_samples, **options) -> Estimate:
+def arm(fb, b, logits, noise) -> Estimate:
     """ARM, Augment-REINFORCE-Merge (Yin & Zhou, ICLR 2019, Theorem 1).
 
     For each of ``P = num_samples / 2`` pairs, with one shared ``u`` of shape ``(P, *batch, D)``:
     ``g_d = (f(b1) - f(b2)) (u_d - 1/2)``, ``b1 = 1[u > s(-phi)]``, ``b2 = 1[u < s(phi)]``,
     averaged over pairs. Unbiased; two f evaluations per pair, made in one stacked call.
     """
-    fb, _, _, diff = _evaluate_pairs(f, logits.detach(), noise)
-    grad = (diff * (noise - 0.5)).mean(0)
+    grad = (_pair_difference(fb) * (noise - 0.5)).mean(0)
     return Estimate(fb.mean(0), grad)
 
 
-def disarm(f, logits, noise, num_samples, **options) -> Estimate:
+def disarm(fb, b, logits, noise) -> Estimate:
     """DisARM / U2G (Dong, Mnih & Tucker, NeurIPS 2020; Yin et al., 2020): ARM Rao-Blackwellised.
 
     On the ARM pair: ``g_d = 1/2 (f(b1) - f(b2)) (-1)^{b2_d} 1[b1_d != b2_d] s(|phi_d|)``,
@@ -67,9 +61,8 @@ def disarm(f, logits, noise, num_samples, **options) -> Estimate:
     Computed as ``1/2 (f(b1) - f(b2)) (b1_d - b2_d) s(|phi_d|)``: for binary ``b``,
     ``(-1)^{b2} 1[b1 != b2] = b1 - b2``.
     """
-    phi = logits.detach()
-    fb, b1, b2, diff = _evaluate_pairs(f, phi, noise)
-    grad = (diff * (b1 - b2)).mean(0) * (0.5 * torch.sigmoid(phi.abs()))
+    b1, b2 = b.chunk(2)
+    grad = (_pair_difference(fb) * (b1 - b2)).mean(0) * (0.5 * torch.sigmoid(logits.abs()))
     return Estimate(fb.mean(0), grad)
 
 
@@ -91,11 +84,22 @@ def _arms_joint_low(m: torch.Tensor, n: int) -> torch.Tensor:
     return torch.clamp(2 * m ** (1.0 / (n - 1)) - 1, min=0) ** (n - 1)
 
 
-def arms(f, logits, noise, num_samples, **options) -> Estimate:
+def arms_samples(logits, noise):
+    """``n`` mutually antithetic Bernoulli draws per coordinate from the Dirichlet copula: ``(n, *batch, D)``.
+
+    ``v_k = c_k`` if ``p < 1/2`` else ``1 - c_k``, ``b_k = 1[v_k < p]``; computed as
+    ``b_k = 1[c_k < m]`` for ``phi < 0`` and ``1[c_k > m]`` otherwise, ``m = s(-|phi|)``.
+    """
+    c = dirichlet_copula(noise)
+    m = torch.sigmoid(-logits.abs())
+    return torch.where(logits < 0, c < m, c > m).to(logits.dtype)
+
+
+def arms(fb, b, logits, noise) -> Estimate:
     """ARMS, antithetic REINFORCE with multiple samples (Dimitriev & Zhou, ICML 2021).
 
     ``n = num_samples >= 2`` mutually antithetic draws per coordinate from the Dirichlet copula
-    (:func:`dirichlet_copula`): ``v_k = c_k`` if ``p < 1/2`` else ``1 - c_k``, ``b_k = 1[v_k < p]``;
+    (:func:`arms_samples`): ``v_k = c_k`` if ``p < 1/2`` else ``1 - c_k``, ``b_k = 1[v_k < p]``;
 
     ``g = n/(n-1) * 1/n sum_k (f_k - mean f) (b_k - p) * p(1-p) / (p - J(p))``
 
@@ -103,14 +107,10 @@ def arms(f, logits, noise, num_samples, **options) -> Estimate:
     ``m = min(p, 1-p) = s(-|phi|)``, which is how it is computed (stable for large ``|phi|``).
     ``n = 2`` is DisARM in distribution; independent draws would give ``reinforce_loo``. Unbiased.
     """
-    phi = logits.detach()
     n = noise.shape[0]
-    c = dirichlet_copula(noise)
-    m = torch.sigmoid(-phi.abs())
-    b = torch.where(phi < 0, c < m, c > m).to(phi.dtype)
-    fb = evaluate(f, b)
+    m = torch.sigmoid(-logits.abs())
     fd = fb.detach()
     centred = (fd - fd.mean(0, keepdim=True)).unsqueeze(-1)
     debias = (1 - m) * m / (m - _arms_joint_low(m, n))
-    grad = (centred * (b - torch.sigmoid(phi))).sum(0) / (n - 1) * debias
+    grad = (centred * (b - torch.sigmoid(logits))).sum(0) / (n - 1) * debias
     return Estimate(fb.mean(0), grad)

@@ -13,6 +13,11 @@ An estimator is a function ``fn(f, logits, noise, num_samples, **options) -> Est
 graph of anything ``f`` closes over. ``grad`` (shape ``(*batch, D)``, no graph) is the estimate
 of ``d E[f] / d logits`` for score-function estimators; it is ``None`` for pathwise estimators,
 whose gradient flows through ``value`` itself.
+
+Estimators that evaluate ``f`` only at binary points and never differentiate it come in two
+phases, ``sample(logits, noise, **options) -> b`` and ``combine(f(b), b, logits, noise) -> Estimate``,
+and ``fn`` is their composition. The split lets a caller evaluate the samples of many estimates
+(for instance every layer of a deep model, :mod:`armgrad.network`) in one fused call of ``f``.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class Estimator:
             its gradient, so ``f`` must be differentiable in ``b``.
         create: for estimators with trainable state (REBAR, RELAX), the class whose instances
             carry that state: ``ESTIMATORS["relax"].create(num_units=D)``.
+        sample, combine: the two phases of a binary-point estimator (module docstring); when
+            given, ``fn`` is built from them.
         noise_shape: ``(num_samples, logits.shape) -> shape of the uniforms``, or ``None``
             when the estimator draws no noise.
         reference: where the estimator comes from.
@@ -61,7 +68,7 @@ class Estimator:
     """
 
     name: str
-    fn: Callable[..., Estimate]
+    fn: Optional[Callable[..., Estimate]]
     unbiased: bool
     reference: str
     summary: str
@@ -72,6 +79,17 @@ class Estimator:
     min_samples: int = 1
     differentiates_f: bool = False
     create: Optional[Callable[..., object]] = None
+    sample: Optional[Callable[..., torch.Tensor]] = None
+    combine: Optional[Callable[..., Estimate]] = None
+
+    def __post_init__(self):
+        if self.fn is None and self.sample is not None and self.combine is not None:
+            object.__setattr__(self, "fn", self._sample_evaluate_combine)
+
+    def _sample_evaluate_combine(self, f, logits, noise, num_samples, **options) -> Estimate:
+        phi = logits.detach()
+        b = self.sample(phi, noise, **options)
+        return self.combine(evaluate(f, b), b, phi, noise)
     noise_shape: Optional[Callable[[int, torch.Size], tuple]] = field(default=_same_shape_noise)
     enumerates: bool = False
 
