@@ -3,6 +3,8 @@
     armgrad estimators                 the registry as a table
     armgrad demo [--out DIR]           compare every estimator on a problem with a known gradient
     armgrad toy [--quick] [--out DIR]  the toy problem of the ARM paper (Fig. 1), all estimators
+    armgrad vae --dataset ... --model ... --estimator ... --steps N --out DIR [--resume]
+    armgrad report DIR... [--out DIR]  a table (mean and standard error over seeds) and figures
 """
 
 from __future__ import annotations
@@ -94,6 +96,26 @@ def run_toy(args) -> int:
     return 0
 
 
+def run_vae(args) -> int:
+    from .experiments.vae import VAEConfig, train
+
+    fields = VAEConfig.__dataclass_fields__
+    config = VAEConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = train(config, resume=args.resume)
+    shown = {k: v for k, v in results.items() if k != "config"}
+    print(json.dumps(shown, indent=1))
+    return 0
+
+
+def run_report(args) -> int:
+    from .experiments.report import write_report
+
+    print(write_report(args.runs, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.01)")
     toy.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS))
     toy.add_argument("--out", type=Path, default=Path("runs/toy"))
+
+    from .data import DATASETS
+    from .experiments.vae import VAEConfig
+    from .models.vae import MODELS
+
+    d = VAEConfig()
+    vae = sub.add_parser("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
+    vae.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
+    vae.add_argument("--data-dir", default=None, help="folder with the dataset's files (else cache and system folders)")
+    vae.add_argument("--model", choices=MODELS, default=d.model)
+    vae.add_argument("--estimator", default=d.estimator, help=f"one of {', '.join(ESTIMATORS)}")
+    vae.add_argument("--num-samples", type=int, default=d.num_samples, help="f evaluations per layer and example")
+    vae.add_argument("--steps", type=int, default=d.steps)
+    vae.add_argument("--batch-size", type=int, default=d.batch_size)
+    vae.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of encoder and decoder")
+    vae.add_argument("--prior-lr", type=float, default=d.prior_lr, help="SGD learning rate of the prior logits")
+    vae.add_argument("--slope", type=float, default=d.slope, help="LeakyReLU slope of the nonlinear model")
+    vae.add_argument("--seed", type=int, default=d.seed)
+    vae.add_argument("--eval-every", type=int, default=d.eval_every)
+    vae.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    vae.add_argument("--test-samples", type=int, default=d.test_samples, help="K of the importance-weighted test bound")
+    vae.add_argument("--grad-var-draws", type=int, default=d.grad_var_draws)
+    vae.add_argument("--device", default=d.device)
+    vae.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    vae.add_argument("--out", default=d.out)
+    vae.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+    report = sub.add_parser("report", help="one Markdown table and figure from many runs")
+    report.add_argument("runs", nargs="+", type=Path, help="run folders (or folders of run folders)")
+    report.add_argument("--out", type=Path, default=None, help="where to write report.md and the figure")
     return parser
 
 
@@ -124,7 +176,7 @@ def main(argv=None) -> int:
     if args.command == "estimators":
         print(estimators_table())
         return 0
-    return {"demo": run_demo, "toy": run_toy}[args.command](args)
+    return {"demo": run_demo, "toy": run_toy, "vae": run_vae, "report": run_report}[args.command](args)
 
 
 if __name__ == "__main__":

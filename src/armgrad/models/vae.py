@@ -1,0 +1,101 @@
+"""Variational auto-encoders with one or several stochastic binary layers (model definitions only).
+
+The DisARM protocol (Dong, Mnih & Tucker, 2020; DESIGN.md section 4):
+
+- ``linear``: 784 -> 200 binary units, decoder 200 -> 784, both linear;
+- ``nonlinear``: 784 -> 200 -> 200 -> 200 binary units with LeakyReLU(0.3) (slope configurable),
+  decoder mirrored;
+- ``linear2`` / ``linear3`` / ``linear4``: 2, 3 or 4 stacked linear stochastic layers of 200.
+
+Tricks of the protocol: the encoder sees ``x - train_mean``; every layer fed by binary units sees
+``2b - 1``; the output bias of the decoder starts at ``logit(train_mean clipped to [0.001, 0.999])``;
+the prior over the top layer is factorised Bernoulli with learned logits. Weights start Glorot-uniform
+with zero biases, as in the TensorFlow reference code.
+
+Shapes: ``x`` is ``(*batch, 784)``; configurations of the binary layers are lists of ``T`` tensors
+``(S, *batch, 200)`` (``S`` samples per example), and per-example quantities come out ``(S, *batch)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
+
+
+def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``sum_d log Bernoulli(value_d; s(logits_d))`` over the last dimension, computed stably."""
+    return -F.binary_cross_entropy_with_logits(logits, value.expand_as(logits), reduction="none").sum(-1)
+
+
+def _glorot(layer: nn.Linear) -> nn.Linear:
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _mlp(sizes: list[int], slope: float) -> nn.Sequential:
+    modules = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        modules.append(_glorot(nn.Linear(n_in, n_out)))
+        if i < len(sizes) - 2:
+            modules.append(nn.LeakyReLU(slope))
+    return nn.Sequential(*modules)
+
+
+class BinaryVAE(nn.Module):
+    """``q(b_1 | x) q(b_2 | b_1) ... q(b_T | b_{T-1})`` and ``p(b_T) p(b_{T-1} | b_T) ... p(x | b_1)``."""
+
+    def __init__(self, model: str, train_mean: torch.Tensor, units: int = 200, hidden: int = 200,
+                 slope: float = 0.3, pixels: int = 784):
+        super().__init__()
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+        self.model = model
+        self.num_layers = int(model[-1]) if model[-1].isdigit() else 1
+        deep = model == "nonlinear"
+        self.register_buffer("train_mean", train_mean.detach().clone().float())
+        first = [pixels, hidden, hidden, units] if deep else [pixels, units]
+        self.encoder = nn.ModuleList([_mlp(first, slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)])
+        # decoder[0] is p(x | b_1); decoder[t] is p(b_t | b_{t+1})
+        self.decoder = nn.ModuleList([_mlp(first[::-1], slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)])
+        with torch.no_grad():
+            self.decoder[0][-1].bias.copy_(torch.logit(self.train_mean.clamp(0.001, 0.999)))
+        self.prior_logits = nn.Parameter(torch.zeros(units))
+
+    def encoder_layers(self) -> list:
+        """The chain's layers for :func:`armgrad.network.chain_estimate`: ``x -> phi_1``, ``b_t -> phi_{t+1}``."""
+        first = self.encoder[0]
+        layers = [lambda x: first(x - self.train_mean)]
+        layers += [lambda b, net=net: net(2 * b - 1) for net in self.encoder[1:]]
+        return layers
+
+    def log_joint(self, x: torch.Tensor, samples: list) -> torch.Tensor:
+        """``log p(x, b_1, ..., b_T)``, shape ``(S, *batch)``."""
+        total = bernoulli_log_prob(self.decoder[0](2 * samples[0] - 1), x)
+        for t in range(1, self.num_layers):
+            total = total + bernoulli_log_prob(self.decoder[t](2 * samples[t] - 1), samples[t - 1])
+        return total + bernoulli_log_prob(self.prior_logits.expand_as(samples[-1]), samples[-1])
+
+    def negative_elbo(self, x: torch.Tensor, samples: list, logits: list) -> torch.Tensor:
+        """``f = -(log p(x, b) - log q(b | x))`` per configuration, ``(S, *batch)``.
+
+        ``logits`` are the encoder's, detached by the caller: the encoder learns only through the
+        estimator (``E[d log q] = 0``, so dropping the explicit term keeps the gradient unbiased).
+        """
+        log_q = sum(bernoulli_log_prob(phi, b) for phi, b in zip(logits, samples))
+        return log_q - self.log_joint(x, samples)
+
+    def sample_posterior(self, x: torch.Tensor, num_samples: int, generator=None):
+        """``num_samples`` ancestral draws from ``q``: ``(samples, log_q)``, ``(K, *batch, D)`` and ``(K, *batch)``."""
+        h = x.expand(num_samples, *x.shape)
+        samples, log_q = [], 0
+        for layer in self.encoder_layers():
+            phi = layer(h)
+            u = torch.rand(phi.shape, generator=generator, dtype=phi.dtype, device=phi.device)
+            h = (u < torch.sigmoid(phi)).to(phi.dtype)
+            samples.append(h)
+            log_q = log_q + bernoulli_log_prob(phi, h)
+        return samples, log_q

@@ -1,0 +1,105 @@
+"""The VAE: model, bounds against exact marginal likelihood, training, exact resume, reports."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from armgrad import cli
+from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
+from armgrad.models.vae import BinaryVAE
+from test_data import write_mnist
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
+
+
+def tiny_config(tmp_path, **overrides):
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    base = dict(dataset="mnist", data_dir=str(tmp_path / "data"), steps=6, batch_size=8, eval_every=3,
+                checkpoint_every=3, test_samples=5, grad_var_draws=3, out=str(tmp_path / "run"))
+    return VAEConfig(**{**base, **overrides})
+
+
+@pytest.mark.parametrize("model,layers", [("linear", 1), ("nonlinear", 1), ("linear2", 2), ("linear4", 4)])
+def test_model_structure(model, layers):
+    mean = torch.rand(784)
+    vae = BinaryVAE(model, mean)
+    assert vae.num_layers == layers and len(vae.encoder_layers()) == layers
+    torch.testing.assert_close(vae.decoder[0][-1].bias, torch.logit(mean.clamp(0.001, 0.999)))
+    x = (torch.rand(5, 784) < 0.5).float()
+    samples, log_q = vae.sample_posterior(x, 3)
+    assert len(samples) == layers and samples[0].shape == (3, 5, 200) and log_q.shape == (3, 5)
+    assert vae.log_joint(x, samples).shape == (3, 5)
+    if model == "nonlinear":
+        assert any(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.3 for m in vae.encoder[0])
+
+
+def test_importance_weighted_bound_approaches_the_exact_marginal_likelihood():
+    torch.manual_seed(0)
+    vae = BinaryVAE("linear", torch.rand(784), units=4).double()
+    x = (torch.rand(6, 784, dtype=torch.float64) < 0.3).double()
+    states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64)
+    log_joint = vae.log_joint(x, [states.unsqueeze(1).expand(16, 6, 4)])
+    exact = torch.logsumexp(log_joint, 0)  # log p(x) by enumeration of the 16 latent states
+    phi = vae.encoder_layers()[0](x)
+    log_q = torch.distributions.Bernoulli(logits=phi).log_prob(states.unsqueeze(1)).sum(-1)
+    exact_elbo = (log_q.exp() * (log_joint - log_q)).sum(0)
+    gen = torch.Generator().manual_seed(0)
+    repeats = 4000
+    one_sample = importance_weighted_bound(vae, x.repeat(repeats, 1), 1, gen, example_chunk=1000).view(repeats, 6)
+    z = (one_sample.mean(0) - exact_elbo) / (one_sample.std(0) / repeats**0.5)
+    assert z.abs().max() < 5, z  # K = 1 is the ELBO, unbiased
+    big = importance_weighted_bound(vae, x, 5000, gen, example_chunk=4, sample_chunk=700)
+    assert (exact_elbo < big).all()
+    torch.testing.assert_close(big, exact, atol=0.05, rtol=0)  # K -> infinity: log p(x)
+
+
+def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path):
+    straight = train(tiny_config(tmp_path, out=str(tmp_path / "straight")))
+    interrupted = tiny_config(tmp_path, out=str(tmp_path / "resumed"), steps=3)
+    train(interrupted)
+    resumed = train(tiny_config(tmp_path, out=str(tmp_path / "resumed")), resume=True)
+    for key in ["train_elbo", "test_elbo", "test_bound", "grad_var"]:
+        assert resumed[key] == straight[key], key
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    train(tiny_config(tmp_path, steps=3))
+    with pytest.raises(ValueError, match="different configuration"):
+        train(tiny_config(tmp_path, steps=6, lr=1e-3), resume=True)
+
+
+@pytest.mark.parametrize("model,estimator", [("linear2", "arm"), ("linear", "relax"), ("linear", "gumbel")])
+def test_models_train_with_estimators(tmp_path, model, estimator):
+    num_samples = 3 if estimator == "relax" else 2
+    results = train(tiny_config(tmp_path, model=model, estimator=estimator, num_samples=num_samples))
+    assert math.isfinite(results["train_elbo"]) and math.isfinite(results["test_bound"])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert (state["estimators"][0] is not None) == (estimator == "relax")
+
+
+def test_cli_vae_and_report(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    for estimator in ["arm", "disarm"]:
+        for seed in [0, 1]:
+            assert cli.main(["vae", "--dataset", "mnist", "--data-dir", config.data_dir, "--steps", "4",
+                             "--batch-size", "8", "--eval-every", "2", "--test-samples", "3",
+                             "--grad-var-draws", "2", "--estimator", estimator, "--seed", str(seed),
+                             "--out", str(tmp_path / "runs" / f"{estimator}-{seed}")]) == 0
+    results = json.loads((tmp_path / "runs" / "arm-0" / "results.json").read_text())
+    assert {"dataset", "model", "estimator", "steps", "seconds", "train_elbo", "test_elbo", "test_bound",
+            "grad_var"} <= set(results)
+    assert (tmp_path / "runs" / "arm-0" / "curves.png").exists()
+    capsys.readouterr()
+    assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "±" in table
+    assert (tmp_path / "report" / "report.png").exists()
