@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -58,7 +59,25 @@ def draw_gradients(
     """
     check_logits(logits)
     est = get_estimator(estimator)
-    phi = logits.detach()
+    with controls_frozen([estimator]):
+        return _draw(f, logits.detach(), est, num_samples, num_draws, generator, max_elements, options)
+
+
+@contextlib.contextmanager
+def controls_frozen(estimators):
+    """Put estimators with trainable controls in eval mode (no variance gradients) for a while."""
+    modules = [e for e in estimators if isinstance(e, torch.nn.Module)]
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def _draw(f, phi, est, num_samples, num_draws, generator, max_elements, options):
     batch = tuple(phi.shape[:-1])
     per_draw = max(1, est.evaluations(num_samples, phi.shape[-1]) * phi.numel())
     chunk = max(1, min(num_draws, max_elements // per_draw))

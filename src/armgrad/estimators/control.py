@@ -117,10 +117,11 @@ class ControlVariateEstimator(nn.Module):
         """Differentiate ``mean |g|^2`` w.r.t. the trainable control parameters, right away.
 
         Done inside the estimate, with the graph retained, so that the caller may backpropagate
-        the model's loss and call :meth:`backward_variance` in either order.
+        the model's loss and call :meth:`backward_variance` in either order. Skipped in eval mode
+        (``estimator.eval()``), e.g. while diagnostics draw many estimates.
         """
         params = [p for p in self.parameters() if p.requires_grad]
-        if not params or not grad.requires_grad:
+        if not self.training or not params or not grad.requires_grad:
             self._variance = None
             return
         loss = (grad**2).sum(-1).mean()

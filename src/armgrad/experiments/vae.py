@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
+from ..diagnostics import controls_frozen
 from ..estimators import get_estimator
 from ..models.vae import BinaryVAE
 from ..network import chain_estimate
@@ -88,9 +89,10 @@ def encoder_gradient_variance(model, x, estimators, num_samples, draws: int, gen
     """Mean over encoder parameters of the variance of their gradient, over ``draws`` estimates on ``x``."""
     params = [p for p in model.encoder.parameters()]
     grads = []
-    for _ in range(draws):
-        loss = training_loss(model, x, estimators, num_samples, generator)
-        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+    with controls_frozen(estimators):
+        for _ in range(draws):
+            loss = training_loss(model, x, estimators, num_samples, generator)
+            grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
     return float(torch.stack(grads).var(0).mean())
 
 
