@@ -49,12 +49,13 @@ class ToyConfig:
     var_draws: int = 1000
     units_high_dim: int = 200
     steps_high_dim: int = 2000
+    var_every_high_dim: int = 100
     out: str = "runs/toy"
 
     @classmethod
     def quick(cls, **overrides) -> "ToyConfig":
         """Under a minute on 2 cores: fewer steps and seeds, sparser variance measurements."""
-        base = dict(steps=300, seeds=2, var_every=50, var_draws=300, steps_high_dim=300)
+        base = dict(steps=300, seeds=2, var_every=50, var_draws=300, steps_high_dim=300, var_every_high_dim=50)
         return cls(**{**base, **overrides})
 
 
@@ -84,8 +85,10 @@ def exact_variance(name: str, logit: float, target: float, budget: int) -> float
     return exact_variance_1d(name, logit, target**2, (1 - target) ** 2) / draws
 
 
-def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, steps: int, record_every: int = 1):
+def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, steps: int, record_every: int = 1,
+            var_every: int | None = None):
     """Train ``phi`` (starting at 0) with one estimator; return per-step rows and a summary."""
+    var_every = var_every or config.var_every
     gen = torch.Generator().manual_seed(seed)
     units = targets.numel()
     f = objective(targets)
@@ -106,7 +109,7 @@ def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, step
             estimator.backward_variance()
             control_optimizer.step()
         measured = exact = math.nan
-        if step % config.var_every == 0 and not spec.enumerates:
+        if step % var_every == 0 and not spec.enumerates:
             draws = draw_gradients(f, logits, estimator, budget, config.var_draws, generator=gen)
             measured = float(draws.var(0).mean())
             variances.append(measured)
@@ -156,7 +159,8 @@ def run_study(config: ToyConfig) -> dict:
         if p0 == "mixed":
             targets = torch.tensor(config.targets, dtype=torch.float64).repeat(
                 math.ceil(config.units_high_dim / len(config.targets)))[: config.units_high_dim]
-            rows, summary = run_one(name, targets, seed, config, config.steps_high_dim, record_every=10)
+            rows, summary = run_one(name, targets, seed, config, config.steps_high_dim, record_every=10,
+                                    var_every=config.var_every_high_dim)
         else:
             rows, summary = run_one(name, torch.tensor([p0], dtype=torch.float64), seed, config, config.steps)
         trajectory = f"csv/{name}_p0={p0}_seed={seed}.csv"
@@ -216,7 +220,8 @@ def write_report(config: ToyConfig, runs: list[dict], curves: dict, out: Path) -
     lines = [
         f"# Toy problem: E[(b - p0)^2] {goal}\n",
         f"Adam lr {config.lr}, {config.steps} steps (200-dim: {config.steps_high_dim}), {config.seeds} seeds, "
-        f"{budget}; gradient variance measured every {config.var_every} steps from {config.var_draws} extra draws.\n",
+        f"{budget}; gradient variance measured every {config.var_every} steps (200-dim: {config.var_every_high_dim}) "
+        f"from {config.var_draws} extra draws.\n",
         "`right side`: fraction of units (mean over seeds) whose final probability is on the optimal side "
         "of 1/2; `at optimum`: fraction within 0.25 of the "
         "optimum (1 or 0); `seeds`: seeds for which most units got there. `grad var`: the estimator's "
