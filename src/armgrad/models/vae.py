@@ -88,14 +88,19 @@ class BinaryVAE(nn.Module):
         log_q = sum(bernoulli_log_prob(phi, b) for phi, b in zip(logits, samples))
         return log_q - self.log_joint(x, samples)
 
-    def sample_posterior(self, x: torch.Tensor, num_samples: int, generator=None):
-        """``num_samples`` ancestral draws from ``q``: ``(samples, log_q)``, ``(K, *batch, D)`` and ``(K, *batch)``."""
+    def sample_posterior_with_logits(self, x: torch.Tensor, num_samples: int, generator=None):
+        """``num_samples`` ancestral draws from ``q``: ``(samples, logits)``, lists of ``(K, *batch, D)``."""
         h = x.expand(num_samples, *x.shape)
-        samples, log_q = [], 0
+        samples, logits = [], []
         for layer in self.encoder_layers():
             phi = layer(h)
             u = torch.rand(phi.shape, generator=generator, dtype=phi.dtype, device=phi.device)
             h = (u < torch.sigmoid(phi)).to(phi.dtype)
             samples.append(h)
-            log_q = log_q + bernoulli_log_prob(phi, h)
-        return samples, log_q
+            logits.append(phi)
+        return samples, logits
+
+    def sample_posterior(self, x: torch.Tensor, num_samples: int, generator=None):
+        """``num_samples`` ancestral draws from ``q``: ``(samples, log_q)``, ``(K, *batch, D)`` and ``(K, *batch)``."""
+        samples, logits = self.sample_posterior_with_logits(x, num_samples, generator)
+        return samples, sum(bernoulli_log_prob(phi, b) for phi, b in zip(logits, samples))
