@@ -188,12 +188,12 @@ class Relax(ControlVariateEstimator):
 def _spec(name: str, reference: str, summary: str, create) -> Estimator:
     return Estimator(
         name, fn=None, unbiased=True, reference=reference, summary=summary, relaxed=True,
-        group=3, group_name="triples (f at b, at s(z/tau) and at s(z~/tau))", min_samples=3,
+        group=3, group_name="triples", min_samples=3,
         noise_shape=_triples, differentiates_f=True, create=create,
     )
 
 
 Rebar.spec = _spec("rebar", "Tucker et al., NeurIPS 2017",
-                   "REINFORCE + relaxed control eta f(s(z/tau)), trainable", Rebar)
+                   "REINFORCE + control eta f(s(z/tau)); f at b, s(z/tau), s(z~/tau)", Rebar)
 Relax.spec = _spec("relax", "Grathwohl et al., ICLR 2018",
                    "REBAR control + learned network r(s(z/tau))", Relax)
