@@ -8,7 +8,7 @@ import torch
 
 import armgrad
 from armgrad import ESTIMATORS
-from armgrad.diagnostics import bias_z_scores, compare, draw_gradients, exact_variance_1d
+from armgrad.diagnostics import compare, draw_gradients, exact_variance_1d
 from conftest import make_logits, make_objective
 
 

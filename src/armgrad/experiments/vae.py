@@ -8,20 +8,16 @@ estimators; :func:`armgrad.network.chain_estimate` wires the encoder's layers to
 from __future__ import annotations
 
 import math
-import resource
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 
 from ..data import load_dataset
 from ..diagnostics import controls_frozen
-from ..estimators import get_estimator
 from ..models.vae import BinaryVAE
 from ..network import chain_estimate
-from .reporting import log, progress, pyplot, write_json
-from .training import RunLog, estimator_state, load_estimator_state
+from .training import Task, finish, make_estimators, run_training
 
 
 @dataclass
@@ -44,18 +40,6 @@ class VAEConfig:
     grad_var_draws: int = 20  # encoder-gradient estimates drawn for its variance, at each evaluation
     device: str = "cpu"
     out: str = "runs/vae"
-
-
-# what may differ between a checkpoint and the run that resumes it: none of it touches the training stream
-RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "out", "data_dir")
-
-
-def make_estimators(config: VAEConfig, num_layers: int, units: int) -> list:
-    """One estimator per stochastic layer: the name, or a fresh object for trainable controls."""
-    spec = get_estimator(config.estimator)  # a clear error, with a suggestion, for an unknown name
-    if spec.create is None:
-        return [config.estimator] * num_layers
-    return [spec.create(num_units=units).to(config.device) for _ in range(num_layers)]
 
 
 @torch.no_grad()
@@ -100,7 +84,6 @@ def evaluate(model, data, estimators, config: VAEConfig, step: int, final: bool)
     """Test ELBO (one sample), the K-sample bound at the end, and the encoder-gradient variance."""
     gen = torch.Generator(config.device).manual_seed(10_000 * config.seed + step)  # apart from training
     device = config.device
-    model.eval()
     test = data.split("test").to(device)
     row = {"test_elbo": float(importance_weighted_bound(model, test, 1, gen).mean()), "test_bound": math.nan}
     if final:
@@ -108,112 +91,30 @@ def evaluate(model, data, estimators, config: VAEConfig, step: int, final: bool)
     fixed = data.split("train")[: config.batch_size].to(device)
     row["grad_var"] = encoder_gradient_variance(model, fixed, estimators, config.num_samples,
                                                 config.grad_var_draws, gen)
-    model.train()
     return row
 
 
 def train(config: VAEConfig, resume: bool = False) -> dict:
     """Train, evaluate and checkpoint one VAE; return (and write) its results."""
-    out = Path(config.out)
-    run = RunLog(out)
     device = config.device
     data = load_dataset(config.dataset, config.data_dir)
     torch.manual_seed(config.seed)  # initial weights
     model = BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device)
-    estimators = make_estimators(config, model.num_layers, model.prior_logits.numel())
-    controls = [p for e in estimators if isinstance(e, torch.nn.Module) for p in e.parameters()]
-    optimizer = torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), lr=config.lr)
-    prior_optimizer = torch.optim.SGD([model.prior_logits], lr=config.prior_lr)
-    control_optimizer = torch.optim.Adam(controls, lr=config.control_lr) if controls else None
-    data_gen = torch.Generator().manual_seed(config.seed)  # batches and dynamic binarisation
-    noise_gen = torch.Generator(device).manual_seed(config.seed + 1)  # the estimators' noise
-
-    start, running = 0, []
-    state = run.resume() if resume else None
-    if state is not None:
-        changed = sorted(k for k, v in asdict(config).items()
-                         if k not in RESUMABLE_CHANGES and state["config"].get(k) != v)
-        if changed:
-            raise ValueError(f"--resume with a different configuration than the checkpoint's: {changed} "
-                             f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        prior_optimizer.load_state_dict(state["prior_optimizer"])
-        if control_optimizer is not None:
-            control_optimizer.load_state_dict(state["control_optimizer"])
-        load_estimator_state(estimators, state["estimators"])
-        data_gen.set_state(state["data_gen"])
-        noise_gen.set_state(state["noise_gen"])
-        start, running = state["step"], state["running"]
-
-    def checkpoint(step):
-        run.save(step, {
-            "config": asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "prior_optimizer": prior_optimizer.state_dict(),
-            "control_optimizer": control_optimizer.state_dict() if control_optimizer else None,
-            "estimators": estimator_state(estimators), "data_gen": data_gen.get_state(),
-            "noise_gen": noise_gen.get_state(), "running": running,
-        })
-
-    n_train = data.train.shape[0]
-    bar = progress(total=config.steps, desc=f"{config.model} {config.estimator}")
-    bar.update(start)
-    window_start = run.elapsed()
-    for step in range(start, config.steps):
-        indices = torch.randint(n_train, (config.batch_size,), generator=data_gen)
-        x = data.train_batch(indices, data_gen).to(device)
-        loss = training_loss(model, x, estimators, config.num_samples, noise_gen)
-        optimizer.zero_grad(set_to_none=True)
-        prior_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        prior_optimizer.step()
-        if control_optimizer is not None:
-            control_optimizer.zero_grad(set_to_none=True)
-            for e in estimators:
-                e.backward_variance()
-            control_optimizer.step()
-        running.append(-loss.item())
-        bar.update(1)
-        done = step + 1
-        if done % 100 == 0:
-            bar.set_postfix(elbo=f"{sum(running[-100:]) / len(running[-100:]):.2f}")
-        final = done == config.steps
-        if done % config.eval_every == 0 or final:
-            seconds = run.elapsed()
-            row = {"step": done, "seconds": seconds,
-                   "steps_per_second": len(running) / max(seconds - window_start, 1e-9),
-                   "train_elbo": sum(running) / len(running)}
-            row.update(evaluate(model, data, estimators, config, done, final))
-            run.record(row)
-            running, window_start = [], run.elapsed()
-        if done % config.checkpoint_every == 0 or final:
-            checkpoint(done)
-    bar.close()
-
-    last = run.rows[-1]
-    results = {
-        "dataset": config.dataset, "model": config.model, "estimator": config.estimator,
-        "num_samples": config.num_samples, "seed": config.seed, "steps": config.steps,
-        "seconds": last["seconds"], "train_elbo": last["train_elbo"], "test_elbo": last["test_elbo"],
-        "test_bound": last.get("test_bound"), "test_samples": config.test_samples, "grad_var": last["grad_var"],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "config": asdict(config),
+    estimators = make_estimators(config.estimator, model.num_layers, model.prior_logits.numel(), device)
+    optimizers = {
+        "model": torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), lr=config.lr),
+        "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
     }
-    write_json(out / "results.json", results)
-    plot_curves(run.rows, out / "curves.png", f"{config.dataset} {config.model} {config.estimator}")
-    return results
-
-
-def plot_curves(rows: list[dict], path: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["train_elbo"] for r in rows], label="train ELBO (1 sample)")
-    ax.plot(steps, [r["test_elbo"] for r in rows], label="test ELBO (1 sample)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("nats")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    task = Task(
+        model=model, estimators=estimators, optimizers=optimizers,
+        loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
+        batch=lambda indices, gen: data.train_batch(indices, gen).to(device),
+        num_train=data.train.shape[0],
+        evaluate=lambda step, final: evaluate(model, data, estimators, config, step, final),
+    )
+    run, results = run_training(config, task, resume)
+    last = run.rows[-1]
+    results.update(test_elbo=last["test_elbo"], test_bound=last["test_bound"], test_samples=config.test_samples,
+                   grad_var=last["grad_var"])
+    curves = (("train_elbo", "train ELBO (1 sample)"), ("test_elbo", "test ELBO (1 sample)"))
+    return finish(run, results, config, curves, f"{config.dataset} {config.model} {config.estimator}")
