@@ -4,6 +4,7 @@
     armgrad demo [--out DIR]           compare every estimator on a problem with a known gradient
     armgrad toy [--quick] [--out DIR]  the toy problem of the ARM paper (Fig. 1), all estimators
     armgrad vae --dataset ... --model ... --estimator ... --steps N --out DIR [--resume]
+    armgrad sbn --dataset ... --model ... --estimator ... --steps N --out DIR [--resume]
     armgrad report DIR... [--out DIR]  a table (mean and standard error over seeds) and figures
 """
 
@@ -109,6 +110,18 @@ def run_vae(args) -> int:
     return 0
 
 
+def run_sbn(args) -> int:
+    from .experiments.sbn import SBNConfig, train
+
+    fields = SBNConfig.__dataclass_fields__
+    config = SBNConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = train(config, resume=args.resume)
+    print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
+    return 0
+
+
 def run_report(args) -> int:
     from .experiments.report import write_report
 
@@ -164,6 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--out", default=d.out)
     vae.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
+    from .experiments.sbn import SBNConfig
+    from .models.sbn import SBN_MODELS
+
+    d = SBNConfig()
+    sbn = sub.add_parser("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
+    sbn.add_argument("--dataset", choices=[n for n in DATASETS if "threshold" in n or "static" in n], default=d.dataset)
+    sbn.add_argument("--data-dir", default=None)
+    sbn.add_argument("--model", choices=SBN_MODELS, default=d.model)
+    sbn.add_argument("--estimator", default=d.estimator, help=f"one of {', '.join(ESTIMATORS)}")
+    sbn.add_argument("--num-samples", type=int, default=d.num_samples, help="f evaluations per layer and example")
+    sbn.add_argument("--steps", type=int, default=d.steps)
+    sbn.add_argument("--batch-size", type=int, default=d.batch_size)
+    sbn.add_argument("--lr", type=float, default=d.lr)
+    sbn.add_argument("--slope", type=float, default=d.slope, help="LeakyReLU slope of the nonlinear model")
+    sbn.add_argument("--seed", type=int, default=d.seed)
+    sbn.add_argument("--eval-every", type=int, default=d.eval_every)
+    sbn.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    sbn.add_argument("--test-samples", type=int, default=d.test_samples, help="M of the final bounds")
+    sbn.add_argument("--eval-samples", type=int, default=d.eval_samples, help="M of the periodic validation bound")
+    sbn.add_argument("--device", default=d.device)
+    sbn.add_argument("--threads", type=int, default=None)
+    sbn.add_argument("--out", default=d.out)
+    sbn.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
     report = sub.add_parser("report", help="one Markdown table and figure from many runs")
     report.add_argument("runs", nargs="+", type=Path, help="run folders (or folders of run folders)")
     report.add_argument("--out", type=Path, default=None, help="where to write report.md and the figure")
@@ -176,7 +213,7 @@ def main(argv=None) -> int:
     if args.command == "estimators":
         print(estimators_table())
         return 0
-    return {"demo": run_demo, "toy": run_toy, "vae": run_vae, "report": run_report}[args.command](args)
+    return {"demo": run_demo, "toy": run_toy, "vae": run_vae, "sbn": run_sbn, "report": run_report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def mean_and_stderr(values: list[float]) -> tuple[float, float]:
 
 def _curve(run: Path) -> list[dict]:
     with open(run / "metrics.csv") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def write_report(paths, out: Path | None = None) -> str:

@@ -58,11 +58,12 @@ def write_json(path: Path, data) -> None:
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    """Rows of dicts with the same keys, as a CSV with a header line."""
+    """Rows of dicts as a CSV with a header line: every key that occurs, a blank where one is missing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 

@@ -105,7 +105,8 @@ class Task:
     ``loss(x, generator)``: the batch's training loss (its gradient is the estimator's);
     ``batch(indices, generator)``: training examples; ``evaluate(step, final)``: a metrics dict;
     ``optimizers``: stepped after every backward pass; ``train_metric``: the name under which
-    ``-loss`` (or ``loss`` when ``report_loss_as_is``) is averaged between evaluations.
+    ``-loss`` (or ``loss`` when ``report_loss_as_is``) is averaged between evaluations;
+    ``extra``: any further state the task keeps (saved in and restored from the checkpoint).
     """
 
     model: torch.nn.Module
@@ -148,6 +149,8 @@ def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         load_estimator_state(task.estimators, state["estimators"])
+        task.extra.clear()
+        task.extra.update(state["extra"])
         data_gen.set_state(state["data_gen"])
         noise_gen.set_state(state["noise_gen"])
         start, running = state["step"], state["running"]
@@ -189,7 +192,7 @@ def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict
                 "config": asdict(config), "model": task.model.state_dict(),
                 "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
                 "estimators": estimator_state(task.estimators), "data_gen": data_gen.get_state(),
-                "noise_gen": noise_gen.get_state(), "running": running,
+                "noise_gen": noise_gen.get_state(), "running": running, "extra": task.extra,
             })
     bar.close()
     last = run.rows[-1]
