@@ -2,7 +2,7 @@
 # Set everything up (Fashion-MNIST included), then the main job: a short, honest comparison of
 # ARM, DisARM and REINFORCE-LOO training a linear binary VAE on Fashion-MNIST, ending with the
 # report (runs/first-look/report.md) and its figure (runs/first-look/report.png). About 3 minutes
-# on 2 cores. Longer studies: scripts/vae_study.sh (see the README).
+# on 2 cores. Longer studies: scripts/study.sh (see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,5 +13,5 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get > /dev/null;
     || echo "could not install it: armgrad will look in ~/.cache/armgrad and try to download"
 fi
 MODELS=linear ESTIMATORS="arm disarm reinforce_loo" SEEDS=0 STEPS=${STEPS:-3000} EVAL_EVERY=500 \
-  OUT=runs/first-look bash scripts/vae_study.sh
+  OUT=runs/first-look bash scripts/study.sh
 echo "report: runs/first-look/report.md, figure: runs/first-look/report.png"
