@@ -51,6 +51,17 @@ class RunLog:
         self.seconds = 0.0
         self._started = time.perf_counter()
 
+    def _tensorboard(self):
+        """A TensorBoard writer into ``OUT/tensorboard`` when the tensorboard package is installed."""
+        if not hasattr(self, "_writer"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:
+                self._writer = None
+        return self._writer
+
     @property
     def checkpoint_path(self) -> Path:
         return self.out / "checkpoint.pt"
@@ -61,6 +72,12 @@ class RunLog:
     def record(self, row: dict) -> None:
         self.rows.append(row)
         write_csv(self.out / "metrics.csv", self.rows)
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, float) and value == value:
+                    writer.add_scalar(key, value, row["step"])
+            writer.flush()
         log.info("step %d: %s", row["step"], ", ".join(f"{k}={v:.4g}" for k, v in row.items()
                                                         if k != "step" and isinstance(v, float)))
 
