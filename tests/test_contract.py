@@ -212,6 +212,14 @@ def test_f_that_cannot_take_relaxed_inputs(name):
         armgrad.grad(thresholded, logits, instance(name, logits), budget_for(name))
 
 
+def test_unknown_option_is_an_error_not_silence():
+    with pytest.raises(ValueError, match="estimator 'gumbel' has no option 'temperatre'; its options: temperature"):
+        armgrad.grad(smooth_f, torch.zeros(2, 3), "gumbel", 2, temperatre=0.1)
+    with pytest.raises(ValueError, match="estimator 'arm' has no option 'temperature'; it takes no options"):
+        armgrad.grad(smooth_f, torch.zeros(2, 3), "arm", 2, temperature=0.1)
+    assert ESTIMATORS["exact"].option_names() == ("max_units",)
+
+
 def test_bad_temperature():
     with pytest.raises(ValueError, match="temperature must be a positive number"):
         armgrad.grad(smooth_f, torch.zeros(2, 3), "gumbel", 2, temperature=0.0)

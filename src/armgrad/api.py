@@ -14,6 +14,7 @@ from .estimators.base import Estimate
 def _run(f: Callable, logits: torch.Tensor, estimator, num_samples: int, generator, noise, options) -> tuple:
     est = get_estimator(estimator)
     est.check_budget(num_samples)
+    est.check_options(options)
     if not callable(f):
         raise TypeError(f"f must be callable, mapping b (S, *batch, D) to (S, *batch); got {type(f).__name__}")
     if noise is None:

@@ -122,6 +122,7 @@ def chain_estimate(
     specs = [get_estimator(e) for e in estimators]
     for spec in specs:
         spec.check_budget(num_samples)
+        spec.check_options(options)
         if spec.differentiates_f and len(layers) > 1:
             raise ValueError(
                 f"estimator {spec.name!r} is supported on one-layer chains only: its control variate would "

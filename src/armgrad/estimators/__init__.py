@@ -18,10 +18,10 @@ from .base import Estimate, Estimator, evaluate
 from .control import ControlVariateEstimator, Rebar, Relax
 
 
-def _rebar_with_default_controls(f, logits, noise, num_samples, **options):
+def _rebar_with_default_controls(f, logits, noise, num_samples):
     """REBAR by name: fixed controls eta = 1, tau = 0.5 (still unbiased; not trained)."""
     rebar = Rebar().requires_grad_(False).to(dtype=logits.dtype, device=logits.device)
-    return rebar.estimate_fn(f, logits, noise, num_samples, **options)
+    return rebar.estimate_fn(f, logits, noise, num_samples)
 
 
 def _relax_needs_an_instance(*args, **options):

@@ -22,6 +22,7 @@ and ``fn`` is their composition. The split lets a caller evaluate the samples of
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional
 
@@ -133,6 +134,23 @@ class Estimator:
                 f"estimator {self.name!r} spends its budget in {self.group_name}: num_samples must "
                 f"be {must}, got {num_samples}"
             )
+
+    def option_names(self) -> tuple:
+        """The keyword options this estimator takes (``temperature`` for ``gumbel``, ...)."""
+        target = self.sample if self.sample is not None else self.fn
+        standard = {"f", "logits", "noise", "u", "num_samples", "self"}
+        params = inspect.signature(target).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return ("*",)
+        return tuple(p.name for p in params if p.name not in standard and p.kind is not p.VAR_POSITIONAL)
+
+    def check_options(self, options: dict) -> None:
+        """Raise a clear error for an option this estimator does not take (a typo would be silent)."""
+        allowed = self.option_names()
+        unknown = sorted(set(options) - set(allowed)) if "*" not in allowed else []
+        if unknown:
+            takes = f"its options: {', '.join(allowed)}" if allowed else "it takes no options"
+            raise ValueError(f"estimator {self.name!r} has no option {', '.join(map(repr, unknown))}; {takes}")
 
     def valid_budget(self, num_samples: int) -> int:
         """The smallest budget this estimator accepts that is at least ``num_samples``."""

@@ -90,7 +90,7 @@ class ControlVariateEstimator(nn.Module):
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:
         return self.scale * f_relaxed
 
-    def estimate_fn(self, f, logits, noise, num_samples, **options) -> Estimate:
+    def estimate_fn(self, f, logits, noise, num_samples) -> Estimate:
         """Estimator function (see :mod:`armgrad.estimators.base`); differentiates the variance too."""
         with torch.enable_grad():
             phi = logits.detach().requires_grad_(True)

@@ -11,7 +11,7 @@ import torch
 from .base import Estimate, bernoulli, evaluate, require_differentiable
 
 
-def gumbel(f, logits, noise, num_samples, temperature: float = 0.5, **options) -> Estimate:
+def gumbel(f, logits, noise, num_samples, temperature: float = 0.5) -> Estimate:
     """Concrete / Gumbel-softmax relaxation (Maddison et al., 2017; Jang et al., 2017).
 
     ``b~ = s((phi + logit(u)) / tau)`` with ``u`` of shape ``(S, *batch, D)``; the gradient is the
@@ -26,7 +26,7 @@ def gumbel(f, logits, noise, num_samples, temperature: float = 0.5, **options) -
     return Estimate(fb.mean(0), None)
 
 
-def st(f, logits, noise, num_samples, **options) -> Estimate:
+def st(f, logits, noise, num_samples) -> Estimate:
     """Straight-through (Bengio et al., 2013): forward at ``b = 1[u < p]``, backward as if ``b = p``.
 
     ``b_st = b + p - stop_gradient(p)``, so ``g_d = 1/S sum_s df/db_d (b_s) p_d (1 - p_d)``.
