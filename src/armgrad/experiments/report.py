@@ -14,8 +14,8 @@ from pathlib import Path
 from .reporting import markdown_table, pyplot, write_atomic, write_json
 
 GROUP_KEYS = ("dataset", "model", "estimator", "num_samples")
-METRICS = ("train_elbo", "test_elbo", "test_bound", "test_nll_bound", "valid_nll_bound", "grad_var", "seconds")
-HIGHER_IS_BETTER = {"train_elbo", "test_elbo", "test_bound"}
+METRICS = ("train_elbo", "test_elbo", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
+           "seconds")
 
 
 def find_runs(paths) -> list[Path]:
@@ -67,9 +67,11 @@ def write_report(paths, out: Path | None = None) -> str:
         summary.append(entry)
         rows.append([*key, entry["steps"], len(members), *cells])
     header = [*GROUP_KEYS, "steps", "seeds", *metrics]
-    text = (f"# armgrad report: {len(runs)} runs\n\nMean ± standard error over seeds. "
-            "ELBOs and bounds in nats (higher is better); grad_var: mean variance of the encoder "
-            "gradient; seconds: wall-clock of training and evaluation.\n\n" + markdown_table(header, rows))
+    text = (f"# armgrad report: {len(runs)} runs\n\nMean ± standard error over seeds (no ± with one seed). "
+            "In nats: ELBOs and test_bound (the K-sample importance-weighted bound), higher is better; "
+            "train_nll and the *_nll_bound (M-sample bounds on -log p(x_lower | x_upper)), lower is better. "
+            "grad_var: mean variance of the encoder gradient; seconds: wall-clock of training and periodic "
+            "evaluation.\n\n" + markdown_table(header, rows))
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
