@@ -47,14 +47,18 @@ def _sample_bernoulli(logits: torch.Tensor, generator) -> torch.Tensor:
     return (u < torch.sigmoid(logits)).to(logits.dtype)
 
 
-def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None):
+def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, num_samples: int | None = None):
     """One sample of the chain: ``(samples, logits)``, lists of ``T`` tensors ``(*batch, D_t)``.
 
+    With ``num_samples = K``, ``K`` independent samples per example, ``(K, *batch, D_t)``: the first
+    layer's logits are computed once per example and shared by the ``K`` draws.
     ``logits`` keep their graph (to the layers' parameters); ``samples`` are binary, no graph.
     """
     samples, logits, h = [], [], x
-    for layer in layers:
+    for t, layer in enumerate(layers):
         phi = layer(h)
+        if t == 0 and num_samples is not None:
+            phi = phi.expand(num_samples, *phi.shape)
         check_logits(phi)
         b = _sample_bernoulli(phi.detach(), generator)
         samples.append(b)

@@ -58,7 +58,7 @@ def nll_bound(model, images: torch.Tensor, num_samples: int, generator=None,
         parts = []
         for k0 in range(0, num_samples, sample_chunk):
             k = min(sample_chunk, num_samples - k0)
-            samples, _ = ancestral_sample(layers, upper.expand(k, *upper.shape), generator)
+            samples, _ = ancestral_sample(layers, upper, generator, num_samples=k)
             parts.append(torch.logsumexp(model.log_likelihood(lower, samples[-1]), dim=0))
         bounds.append(math.log(num_samples) - torch.logsumexp(torch.stack(parts), dim=0))
     return torch.cat(bounds)
@@ -122,7 +122,7 @@ def completion_figure(model, test: torch.Tensor, path: str, generator, digits: i
     plt = pyplot()
     images = test[:digits]
     upper, _ = halves(images)
-    samples, _ = ancestral_sample(model.stochastic_layers(), upper.expand(completions, *upper.shape), generator)
+    samples, _ = ancestral_sample(model.stochastic_layers(), upper, generator, num_samples=completions)
     probs = model.output_probs(samples[-1])
     lower = (torch.rand(probs.shape, generator=generator) < probs).float()
     fig, axes = plt.subplots(digits, completions + 1, figsize=(1.2 * (completions + 1), 1.2 * digits))

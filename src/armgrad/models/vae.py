@@ -90,10 +90,11 @@ class BinaryVAE(nn.Module):
 
     def sample_posterior_with_logits(self, x: torch.Tensor, num_samples: int, generator=None):
         """``num_samples`` ancestral draws from ``q``: ``(samples, logits)``, lists of ``(K, *batch, D)``."""
-        h = x.expand(num_samples, *x.shape)
-        samples, logits = [], []
-        for layer in self.encoder_layers():
+        samples, logits, h = [], [], x
+        for t, layer in enumerate(self.encoder_layers()):
             phi = layer(h)
+            if t == 0:  # the first layer's logits once per example, shared by the K draws
+                phi = phi.expand(num_samples, *phi.shape)
             u = torch.rand(phi.shape, generator=generator, dtype=phi.dtype, device=phi.device)
             h = (u < torch.sigmoid(phi)).to(phi.dtype)
             samples.append(h)
