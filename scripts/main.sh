@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up (Fashion-MNIST included), then the main job: a short, honest comparison of
 # ARM, DisARM and REINFORCE-LOO training a linear binary VAE on Fashion-MNIST, ending with the
-# report (runs/first-look/report.md) and its figure (runs/first-look/report.png). About 3 minutes
-# on 2 cores. Longer studies: scripts/study.sh (see the README).
+# report (runs/first-look/report.md) and its figure (runs/first-look/report.png). About 5 minutes
+# on 2 cores, set-up included. Longer studies: scripts/study.sh (see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
