@@ -97,29 +97,27 @@ def run_toy(args) -> int:
     return 0
 
 
-def run_vae(args) -> int:
-    from .experiments.vae import VAEConfig, train
-
-    fields = VAEConfig.__dataclass_fields__
-    config = VAEConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = train(config, resume=args.resume)
-    shown = {k: v for k, v in results.items() if k != "config"}
-    print(json.dumps(shown, indent=1))
-    return 0
-
-
-def run_sbn(args) -> int:
-    from .experiments.sbn import SBNConfig, train
-
-    fields = SBNConfig.__dataclass_fields__
-    config = SBNConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+def _train_from_args(args, config_class, train) -> int:
+    """Build the experiment's config from the parsed flags, train, print the results."""
+    fields = config_class.__dataclass_fields__
+    config = config_class(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     if args.threads:
         torch.set_num_threads(args.threads)
     results = train(config, resume=args.resume)
     print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
     return 0
+
+
+def run_vae(args) -> int:
+    from .experiments.vae import VAEConfig, train
+
+    return _train_from_args(args, VAEConfig, train)
+
+
+def run_sbn(args) -> int:
+    from .experiments.sbn import SBNConfig, train
+
+    return _train_from_args(args, SBNConfig, train)
 
 
 def run_report(args) -> int:
