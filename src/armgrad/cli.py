@@ -127,6 +127,31 @@ def run_report(args) -> int:
     return 0
 
 
+FLAG_HELP = {
+    "data_dir": "folder with the dataset's files (else the cache and system folders)",
+    "estimator": f"one of {', '.join(ESTIMATORS)}",
+    "num_samples": "f evaluations per layer and example",
+    "lr": "Adam learning rate of the model",
+    "prior_lr": "SGD learning rate of the prior logits",
+    "control_lr": "Adam learning rate of REBAR/RELAX control parameters",
+    "slope": "LeakyReLU slope of the nonlinear model",
+    "test_samples": "K (VAE) or M (SBN) of the final test bound",
+    "eval_samples": "M of the periodic validation bound, which selects the reported checkpoint",
+    "grad_var_draws": "encoder-gradient estimates drawn for its variance at each evaluation",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class, choices: dict) -> None:
+    """One flag per field of an experiment's config dataclass (the single source of its defaults),
+    plus --threads and --resume."""
+    for name, spec in config_class.__dataclass_fields__.items():
+        kind = type(spec.default) if spec.default is not None else str
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=spec.default,
+                            choices=choices.get(name), help=FLAG_HELP.get(name))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,54 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--out", type=Path, default=Path("runs/toy"))
 
     from .data import DATASETS
+    from .experiments.sbn import SBNConfig
     from .experiments.vae import VAEConfig
+    from .models.sbn import SBN_MODELS
     from .models.vae import MODELS
 
-    d = VAEConfig()
     vae = sub.add_parser("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
-    vae.add_argument("--dataset", choices=list(DATASETS), default=d.dataset)
-    vae.add_argument("--data-dir", default=None, help="folder with the dataset's files (else cache and system folders)")
-    vae.add_argument("--model", choices=MODELS, default=d.model)
-    vae.add_argument("--estimator", default=d.estimator, help=f"one of {', '.join(ESTIMATORS)}")
-    vae.add_argument("--num-samples", type=int, default=d.num_samples, help="f evaluations per layer and example")
-    vae.add_argument("--steps", type=int, default=d.steps)
-    vae.add_argument("--batch-size", type=int, default=d.batch_size)
-    vae.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate of encoder and decoder")
-    vae.add_argument("--prior-lr", type=float, default=d.prior_lr, help="SGD learning rate of the prior logits")
-    vae.add_argument("--slope", type=float, default=d.slope, help="LeakyReLU slope of the nonlinear model")
-    vae.add_argument("--seed", type=int, default=d.seed)
-    vae.add_argument("--eval-every", type=int, default=d.eval_every)
-    vae.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    vae.add_argument("--test-samples", type=int, default=d.test_samples, help="K of the importance-weighted test bound")
-    vae.add_argument("--grad-var-draws", type=int, default=d.grad_var_draws)
-    vae.add_argument("--device", default=d.device)
-    vae.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    vae.add_argument("--out", default=d.out)
-    vae.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-
-    from .experiments.sbn import SBNConfig
-    from .models.sbn import SBN_MODELS
-
-    d = SBNConfig()
+    add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS})
     sbn = sub.add_parser("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
-    sbn.add_argument("--dataset", choices=[n for n in DATASETS if "threshold" in n or "static" in n], default=d.dataset)
-    sbn.add_argument("--data-dir", default=None)
-    sbn.add_argument("--model", choices=SBN_MODELS, default=d.model)
-    sbn.add_argument("--estimator", default=d.estimator, help=f"one of {', '.join(ESTIMATORS)}")
-    sbn.add_argument("--num-samples", type=int, default=d.num_samples, help="f evaluations per layer and example")
-    sbn.add_argument("--steps", type=int, default=d.steps)
-    sbn.add_argument("--batch-size", type=int, default=d.batch_size)
-    sbn.add_argument("--lr", type=float, default=d.lr)
-    sbn.add_argument("--slope", type=float, default=d.slope, help="LeakyReLU slope of the nonlinear model")
-    sbn.add_argument("--seed", type=int, default=d.seed)
-    sbn.add_argument("--eval-every", type=int, default=d.eval_every)
-    sbn.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    sbn.add_argument("--test-samples", type=int, default=d.test_samples, help="M of the final test bound")
-    sbn.add_argument("--eval-samples", type=int, default=d.eval_samples, help="M of the periodic validation bound, which selects the reported checkpoint")
-    sbn.add_argument("--device", default=d.device)
-    sbn.add_argument("--threads", type=int, default=None)
-    sbn.add_argument("--out", default=d.out)
-    sbn.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_config_flags(sbn, SBNConfig, choices={
+        "dataset": [n for n in DATASETS if "threshold" in n or "static" in n], "model": SBN_MODELS})
 
     report = sub.add_parser("report", help="one Markdown table and figure from many runs")
     report.add_argument("runs", nargs="+", type=Path, help="run folders (or folders of run folders)")
