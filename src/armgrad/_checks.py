@@ -7,6 +7,15 @@ import math
 import torch
 
 
+def asynchronous(device: torch.device) -> bool:
+    """Whether checks on ``device`` run on the device (``torch._assert_async``), never waiting for it.
+
+    True on accelerators, where reading a value back to the host would stall the step; on CPU a
+    direct test is cheaper and raises at once.
+    """
+    return device.type != "cpu"
+
+
 def check_finite(x: torch.Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` if ``x`` holds a nan or an inf.
 
@@ -14,7 +23,7 @@ def check_finite(x: torch.Tensor, message: str) -> None:
     overflows, and then the exact element-wise test decides); this is ten times cheaper than
     ``isfinite(x).all()`` on the per-step path. On CUDA the check is asynchronous.
     """
-    if x.device.type == "cpu":
+    if not asynchronous(x.device):
         if not math.isfinite(x.sum().item()) and not bool(torch.isfinite(x).all()):
             raise ValueError(message)
     else:
@@ -27,7 +36,7 @@ def check_all(condition: torch.Tensor, message: str) -> None:
     On CUDA the check is asynchronous (``torch._assert_async``), so it never forces a
     host-device synchronisation in a training step; the error then surfaces at the next sync.
     """
-    if condition.device.type == "cpu":
+    if not asynchronous(condition.device):
         if not bool(condition.all()):
             raise ValueError(message)
     else:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import ESTIMATORS, diagnostics
+from .experiments import parallel
 
 log = logging.getLogger("armgrad")
 
@@ -103,8 +104,15 @@ def _train_from_args(args, config_class, train) -> int:
     config = config_class(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = train(config, resume=args.resume)
-    print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
+    parallel.init(config.device)  # joins the process group under torchrun; nothing alone
+    if not parallel.is_main():
+        log.setLevel(logging.WARNING)
+    try:
+        results = train(config, resume=args.resume)
+    finally:
+        parallel.close()
+    if parallel.rank_at_launch() == 0:
+        print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
     return 0
 
 
@@ -138,6 +146,9 @@ FLAG_HELP = {
     "test_samples": "K (VAE) or M (SBN) of the final test bound",
     "eval_samples": "M of the periodic validation bound, which selects the reported checkpoint",
     "grad_var_draws": "encoder-gradient estimates drawn for its variance at each evaluation",
+    "shards": "noise streams the batch is split into, one per process under torchrun; alone, the "
+              "shards run one after another and reproduce a multi-process run exactly",
+    "device": "cpu, cuda or cuda:N (under torchrun each process takes the GPU of its local rank)",
 }
 
 

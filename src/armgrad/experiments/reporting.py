@@ -16,14 +16,14 @@ from typing import Iterable, Sequence
 log = logging.getLogger("armgrad")
 
 
-def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = ""):
-    """A tqdm progress bar on stderr (disabled when stderr is not a terminal or tqdm is missing)."""
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", disable: bool = False):
+    """A tqdm progress bar on stderr (off when stderr is not a terminal, tqdm is missing or ``disable``)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # the experiments extra is not installed: no bar, same iteration
         return _NoBar(iterable)
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                disable=None)  # None: off when not a terminal
+                disable=True if disable else None)  # None: off when not a terminal
 
 
 class _NoBar:

@@ -31,6 +31,7 @@ class SBNConfig:
     num_samples: int = 2  # f evaluations per layer and example
     steps: int = 100_000
     batch_size: int = 100
+    shards: int = 1  # noise streams the batch is split into: one per process under torchrun
     lr: float = 1e-4
     control_lr: float = 1e-3
     slope: float = 0.2
@@ -104,7 +105,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
         model=model, estimators=estimators,
         optimizers={"model": torch.optim.Adam(model.parameters(), lr=config.lr)},
         loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
-        batch=lambda indices, gen: data.train_batch(indices, gen).to(device),
+        batch=data.train_batch,
         num_train=data.train.shape[0], evaluate=evaluate,
         train_metric="train_nll", report_loss_as_is=True, extra=best,
     )
@@ -124,7 +125,7 @@ def completion_figure(model, test: torch.Tensor, path: str, generator, digits: i
     upper, _ = halves(images)
     samples, _ = ancestral_sample(model.stochastic_layers(), upper, generator, num_samples=completions)
     probs = model.output_probs(samples[-1])
-    lower = (torch.rand(probs.shape, generator=generator) < probs).float()
+    lower = (torch.rand(probs.shape, generator=generator, device=probs.device) < probs).float()
     fig, axes = plt.subplots(digits, completions + 1, figsize=(1.2 * (completions + 1), 1.2 * digits))
     for i in range(digits):
         panels = [images[i]] + [torch.cat([upper[i], lower[c, i]]) for c in range(completions)]

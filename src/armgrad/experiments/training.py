@@ -3,9 +3,11 @@
 A run folder holds ``checkpoint.pt`` (written atomically: a temporary file, then a rename, so a run
 killed at any moment leaves the previous checkpoint intact), ``metrics.csv`` (one row per
 evaluation), ``results.json`` (the final numbers) and the figures. Resuming restores the model,
-the optimisers, the estimator's control parameters, the random generator, the step counter, the
-elapsed seconds and the metrics so far; since every random draw of the training stream comes from
-that one generator, a resumed run ends exactly as an uninterrupted one with the same seed would.
+the optimisers, the estimator's control parameters, the random generators (data, and the noise
+of every shard), the step counter, the elapsed seconds and the metrics so far; since every random
+draw of the training stream comes from those generators, a resumed run ends exactly as an
+uninterrupted one with the same seed would. In a multi-process run the first process writes all
+of it and every process resumes from it.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import os
 import resource
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..estimators import get_estimator
+from . import parallel
 from .reporting import log, progress, pyplot, write_csv, write_json
 
 # what may differ between a checkpoint and the run that resumes it: none of it touches the training stream
 RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "out", "data_dir")
+LOG_EVERY = 100  # steps between reads of the training loss from the device (and progress-bar updates)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -44,9 +48,11 @@ def load_checkpoint(path: Path) -> dict:
 class RunLog:
     """Metrics rows, elapsed time and the checkpoint of one run."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, write: bool = True):
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.write = write  # False on every process but the first of a multi-process run
+        if write:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.seconds = 0.0
         self._started = time.perf_counter()
@@ -71,6 +77,8 @@ class RunLog:
 
     def record(self, row: dict) -> None:
         self.rows.append(row)
+        if not self.write:
+            return
         write_csv(self.out / "metrics.csv", self.rows)
         writer = self._tensorboard()
         if writer is not None:
@@ -82,7 +90,8 @@ class RunLog:
                                                         if k != "step" and isinstance(v, float)))
 
     def save(self, step: int, state: dict) -> None:
-        save_checkpoint(self.checkpoint_path, {**state, "step": step, "seconds": self.elapsed(), "rows": self.rows})
+        if self.write:
+            save_checkpoint(self.checkpoint_path, {**state, "step": step, "seconds": self.elapsed(), "rows": self.rows})
 
     def resume(self) -> dict | None:
         """The saved state, with the log's rows and clock restored; ``None`` if there is none."""
@@ -120,7 +129,7 @@ class Task:
     """What one experiment gives the shared training loop.
 
     ``loss(x, generator)``: the batch's training loss (its gradient is the estimator's);
-    ``batch(indices, generator)``: training examples; ``evaluate(step, final)``: a metrics dict;
+    ``batch(indices, generator)``: training examples (moved to the device by the loop); ``evaluate(step, final)``: a metrics dict;
     ``optimizers``: stepped after every backward pass; ``train_metric``: the name under which
     ``-loss`` (or ``loss`` when ``report_loss_as_is``) is averaged between evaluations;
     ``extra``: any further state the task keeps (saved in and restored from the checkpoint).
@@ -139,26 +148,63 @@ class Task:
     extra: dict = field(default_factory=dict)
 
 
+def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=()) -> torch.Tensor:
+    """Backward pass of one step's loss over this process's shards of the batch ``x``.
+
+    Shard ``s`` is the ``s``-th of ``len(noise_gens)`` equal slices of ``x``, with noise from
+    ``noise_gens[s]``; the gradients accumulated are those of the mean loss over ``mine`` (DDP then
+    averages over processes). The estimators' control parameters get their variance gradient.
+    Returns that mean loss, detached, on the device.
+    """
+    rows = x.shape[0] // len(noise_gens)
+    total = 0.0
+    for s in mine:
+        loss = loss_fn(x[s * rows : (s + 1) * rows], noise_gens[s]) / len(mine)
+        loss.backward()
+        for e in estimators:
+            if isinstance(e, torch.nn.Module):
+                e.backward_variance()
+        total = total + loss.detach()
+    if len(mine) > 1:  # the controls' variance objective, like the loss, is the mean over shards
+        for e in estimators:
+            if isinstance(e, torch.nn.Module):
+                for p in e.parameters():
+                    if p.grad is not None:
+                        p.grad /= len(mine)
+    return total
+
+
 def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict]:
     """The loop every experiment shares: batch, loss, backward, step, evaluate, log, checkpoint.
 
-    ``config`` is a dataclass with at least ``steps``, ``batch_size``, ``seed``, ``eval_every``,
-    ``checkpoint_every``, ``control_lr``, ``device`` and ``out``. Returns the run log and the
-    common part of the results (the caller adds its own fields and writes ``results.json``).
+    ``config`` is a dataclass with at least ``steps``, ``batch_size``, ``shards``, ``seed``,
+    ``eval_every``, ``checkpoint_every``, ``control_lr``, ``device`` and ``out``. Returns the run log
+    and the common part of the results (the caller adds its own fields and writes ``results.json``).
+
+    The batch is split into ``shards`` (see :mod:`armgrad.experiments.parallel`), each with its own
+    noise generator; under ``torchrun`` each process computes one shard and DDP averages the
+    gradients. The per-step path never waits for the device: the losses stay on it and are read
+    (with the estimators' deferred finite checks) once every ``LOG_EVERY`` steps.
     """
-    run = RunLog(Path(config.out))
+    main = parallel.is_main()
+    run = RunLog(Path(config.out), write=main)
+    shards = parallel.check_shards(config.shards, config.batch_size)
+    if shards != config.shards:
+        config = replace(config, shards=shards)
+    run.config = config
     controls = [p for e in task.estimators if isinstance(e, torch.nn.Module) for p in e.parameters()]
     optimizers = dict(task.optimizers)
     if controls:
         optimizers["controls"] = torch.optim.Adam(controls, lr=config.control_lr)
-    data_gen = torch.Generator().manual_seed(config.seed)  # batches and dynamic binarisation
-    noise_gen = torch.Generator(config.device).manual_seed(config.seed + 1)  # the estimators' noise
+    data_gen = torch.Generator().manual_seed(config.seed)  # batches and dynamic binarisation: alike everywhere
+    noise_gens = [torch.Generator(config.device).manual_seed(parallel.noise_seed(config.seed, s))
+                  for s in range(shards)]  # the estimators' noise, one stream per shard
 
     start, running = 0, []
     state = run.resume() if resume else None
     if state is not None:
         changed = sorted(k for k, v in asdict(config).items()
-                         if k not in RESUMABLE_CHANGES and state["config"].get(k) != v)
+                         if k not in RESUMABLE_CHANGES and state["config"].get(k, 1 if k == "shards" else None) != v)
         if changed:
             raise ValueError(f"--resume with a different configuration than the checkpoint's: {changed} "
                              f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
@@ -169,53 +215,67 @@ def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict
         task.extra.clear()
         task.extra.update(state["extra"])
         data_gen.set_state(state["data_gen"])
-        noise_gen.set_state(state["noise_gen"])
+        for gen, gen_state in zip(noise_gens, state.get("noise_gens") or [state["noise_gen"]]):
+            gen.set_state(gen_state)
         start, running = state["step"], state["running"]
 
+    loss_fn = parallel.wrap(task.model, task.loss)
+    mine = parallel.my_shards(shards)
     sign = 1.0 if task.report_loss_as_is else -1.0
-    bar = progress(total=config.steps, desc=f"{getattr(config, 'model', '')} {getattr(config, 'estimator', '')}")
+    bar = progress(total=config.steps, desc=f"{getattr(config, 'model', '')} {getattr(config, 'estimator', '')}",
+                   disable=not main)
     bar.update(start)
     window_start = run.elapsed()
+    pending = []  # this window's losses, still on the device
     for step in range(start, config.steps):
         indices = torch.randint(task.num_train, (config.batch_size,), generator=data_gen)
-        x = task.batch(indices, data_gen)
-        loss = task.loss(x, noise_gen)
+        x = task.batch(indices, data_gen).to(config.device, non_blocking=True)  # no wait for the device
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for e in task.estimators:
-            if isinstance(e, torch.nn.Module):
-                e.backward_variance()
+        step_loss = backward_step(loss_fn, x, noise_gens, mine, task.estimators)
+        parallel.average_grads(controls)
         for optimizer in optimizers.values():
             optimizer.step()
-        running.append(sign * loss.item())
+        pending.append(step_loss)
         bar.update(1)
         done = step + 1
-        if done % 100 == 0:
-            bar.set_postfix({task.train_metric: f"{sum(running[-100:]) / len(running[-100:]):.2f}"})
         final = done == config.steps
-        if done % config.eval_every == 0 or final:
-            seconds = run.elapsed()
-            row = {"step": done, "seconds": seconds,
-                   "steps_per_second": len(running) / max(seconds - window_start, 1e-9),
-                   task.train_metric: sum(running) / len(running)}
-            task.model.eval()
-            row.update(task.evaluate(done, final))
-            task.model.train()
-            run.record(row)
+        evaluate = done % config.eval_every == 0 or final
+        checkpoint = done % config.checkpoint_every == 0 or final
+        if done % LOG_EVERY == 0 or evaluate or checkpoint:
+            running += (sign * parallel.mean_over_processes(torch.stack(pending))).tolist()
+            pending = []
+            bar.set_postfix({task.train_metric: f"{sum(running[-LOG_EVERY:]) / len(running[-LOG_EVERY:]):.2f}"})
+        if evaluate:
+            row = None
+            if main:
+                seconds = run.elapsed()
+                row = {"step": done, "seconds": seconds,
+                       "steps_per_second": len(running) / max(seconds - window_start, 1e-9),
+                       task.train_metric: sum(running) / len(running)}
+                task.model.eval()
+                row.update(task.evaluate(done, final))
+                task.model.train()
+            run.record(parallel.broadcast(row))
             running, window_start = [], run.elapsed()
-        if done % config.checkpoint_every == 0 or final:
-            run.save(done, {
-                "config": asdict(config), "model": task.model.state_dict(),
-                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
-                "estimators": estimator_state(task.estimators), "data_gen": data_gen.get_state(),
-                "noise_gen": noise_gen.get_state(), "running": running, "extra": task.extra,
-            })
+        if checkpoint:
+            gen_states = parallel.gather({s: noise_gens[s].get_state() for s in mine})
+            if main:
+                for states in gen_states:
+                    for s, gen_state in states.items():
+                        noise_gens[s].set_state(gen_state)
+                run.save(done, {
+                    "config": asdict(config), "model": task.model.state_dict(),
+                    "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                    "estimators": estimator_state(task.estimators), "data_gen": data_gen.get_state(),
+                    "noise_gens": [g.get_state() for g in noise_gens], "running": running, "extra": task.extra,
+                })
     bar.close()
     last = run.rows[-1]
     results = {
         "dataset": config.dataset, "model": config.model, "estimator": config.estimator,
         "num_samples": config.num_samples, "seed": config.seed, "steps": config.steps,
+        "batch_size": config.batch_size, "processes": parallel.world_size(),
         "seconds": last["seconds"], task.train_metric: last[task.train_metric],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -223,8 +283,13 @@ def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict
 
 
 def finish(run: RunLog, results: dict, config, curves: tuple, title: str) -> dict:
-    """Write ``results.json`` (with the configuration) and ``curves.png``; return the results."""
-    results = {**results, "config": asdict(config)}
+    """Write ``results.json`` (with the configuration) and ``curves.png``; return the results.
+
+    Only the first process of a multi-process run writes; every process returns the results.
+    """
+    results = {**results, "config": asdict(getattr(run, "config", config))}
+    if not run.write:
+        return results
     write_json(run.out / "results.json", results)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))

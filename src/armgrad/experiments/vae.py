@@ -29,6 +29,7 @@ class VAEConfig:
     num_samples: int = 2  # f evaluations per layer and example
     steps: int = 1_000_000
     batch_size: int = 50
+    shards: int = 1  # noise streams the batch is split into: one per process under torchrun
     lr: float = 1e-4  # Adam, encoder and decoder
     prior_lr: float = 1e-2  # SGD, prior logits
     control_lr: float = 1e-3  # Adam, REBAR/RELAX control parameters
@@ -108,7 +109,7 @@ def train(config: VAEConfig, resume: bool = False) -> dict:
     task = Task(
         model=model, estimators=estimators, optimizers=optimizers,
         loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
-        batch=lambda indices, gen: data.train_batch(indices, gen).to(device),
+        batch=data.train_batch,
         num_train=data.train.shape[0],
         evaluate=lambda step, final: evaluate(model, data, estimators, config, step, final),
     )

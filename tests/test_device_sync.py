@@ -1,0 +1,82 @@
+"""The per-step training path never reads a value back from the device (no host-device sync on CUDA).
+
+On this machine there is no GPU, so the CPU test runs the step under a function mode that records
+every host read of a tensor (``.item()``, ``bool(t)``, ``.tolist()``, data-dependent shapes ...),
+with the checks switched to their on-device form. On CUDA the same step runs under PyTorch's own
+sync detector.
+"""
+
+import contextlib
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from armgrad import _checks
+from armgrad.experiments.training import backward_step, make_estimators
+from armgrad.experiments.vae import training_loss
+from armgrad.models.vae import BinaryVAE
+
+HOST_READS = {
+    torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__int__,
+    torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.nonzero, torch.nonzero, torch.masked_select,
+    torch.Tensor.masked_select, torch.unique, torch.Tensor.unique, torch.Tensor.cpu,
+}
+
+
+class HostReads(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in HOST_READS:
+            self.seen.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def one_step(model_name, estimator, device="cpu", steps=2, watch=contextlib.nullcontext()):
+    torch.manual_seed(0)
+    vae = BinaryVAE(model_name, torch.rand(784) * 0.8 + 0.1).to(device)
+    estimators = make_estimators(estimator, vae.num_layers, 200, device)
+    params = list(vae.parameters()) + [p for e in estimators if isinstance(e, torch.nn.Module) for p in e.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    gens = [torch.Generator(device).manual_seed(1)]
+    x = (torch.rand(50, 784) < 0.5).float()
+    losses = []
+    for _ in range(steps):
+        batch = x.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with watch:  # the forward and backward passes (Adam's step counter is a host scalar even on CUDA)
+            losses.append(backward_step(lambda xs, g: training_loss(vae, xs, estimators, 3 if estimator == "relax" else 2, g), batch, gens,
+                                        [0], estimators))
+        optimizer.step()
+    return losses
+
+
+@pytest.mark.parametrize("model_name,estimator", [("linear", "disarm"), ("linear", "arm"), ("linear2", "arm"),
+                                                  ("nonlinear", "reinforce_loo"), ("linear", "relax")])
+def test_training_step_reads_nothing_back(monkeypatch, model_name, estimator):
+    one_step(model_name, estimator, steps=1)  # warm-up: lazy initialisation is not the step
+    monkeypatch.setattr(_checks, "asynchronous", lambda device: True)
+    mode = HostReads()
+    one_step(model_name, estimator, watch=mode)
+    assert mode.seen == [], f"host reads in the training step: {mode.seen}"
+
+
+def test_the_detector_sees_host_reads(monkeypatch):
+    monkeypatch.setattr(_checks, "asynchronous", lambda device: False)  # the CPU form of the checks reads back
+    mode = HostReads()
+    one_step("linear", "disarm", steps=1, watch=mode)
+    assert mode.seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("estimator", ["disarm", "arm", "reinforce_loo"])
+def test_cuda_training_step_never_synchronises(estimator):
+    one_step("linear2", estimator, "cuda", steps=1)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        one_step("linear2", estimator, "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
