@@ -34,7 +34,7 @@ def estimators_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def demo_problem(units: int = 10, seed: int = 0):
+def demo_problem(units: int = 10, seed: int = 0, device="cpu"):
     """``f(b) = sum_d w_d (b_d - t_d)^2 + b^T C b / D`` for 3 rows of logits: moderate, mixed, extreme."""
     g = torch.Generator().manual_seed(seed)
     target = torch.rand(3, units, generator=g, dtype=torch.float64)
@@ -45,6 +45,7 @@ def demo_problem(units: int = 10, seed: int = 0):
         3 * torch.randn(units, generator=g, dtype=torch.float64),
         torch.linspace(-8, 8, units, dtype=torch.float64),
     ])
+    target, weight, coupling, logits = (t.to(device) for t in (target, weight, coupling, logits))
 
     def f(b):
         return (weight * (b - target) ** 2).sum(-1) + ((b @ coupling) * b).sum(-1)
@@ -53,10 +54,10 @@ def demo_problem(units: int = 10, seed: int = 0):
 
 
 def run_demo(args) -> int:
-    f, logits = demo_problem(args.units, args.seed)
-    names = [e.create(num_units=args.units).double() if e.create else n
+    f, logits = demo_problem(args.units, args.seed, args.device)
+    names = [e.create(num_units=args.units).double().to(args.device) if e.create else n
              for n, e in ESTIMATORS.items() if not e.enumerates]
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator(args.device).manual_seed(args.seed)
     out = {"units": args.units, "rows": logits.shape[0], "num_draws": args.draws, "budgets": {}}
     text = [f"# armgrad demo: {args.draws} draws per estimator, D = {args.units} units, 3 rows of logits "
             "(moderate, wide, -8..8); exact gradient by enumeration of 2^D states\n"]
@@ -90,7 +91,7 @@ def run_toy(args) -> int:
         "steps": args.steps, "seeds": args.seeds, "lr": args.lr, "budget": args.budget,
         "steps_high_dim": args.steps // 2 if args.steps else None, "estimators": tuple(args.estimators) if args.estimators else None,
     }.items() if v is not None}
-    overrides.update(minimize=args.minimize, natural_budget=args.natural_budget, out=str(args.out))
+    overrides.update(minimize=args.minimize, natural_budget=args.natural_budget, out=str(args.out), device=args.device)
     config = ToyConfig.quick(**overrides) if args.quick else ToyConfig(**overrides)
     study = run_study(config)
     print(study["report"])
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budgets", type=int, nargs="+", default=[2, 8], help="f evaluations per estimate")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, default=None, help="folder for results.json and report.md")
+    demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     toy = sub.add_parser("toy", help="the toy problem E[(b - p0)^2] of the ARM and RELAX papers")
     toy.add_argument("--quick", action="store_true", help="a smaller study, under a minute")
     toy.add_argument("--minimize", action="store_true", help="minimise as in RELAX (default: maximise as in ARM)")
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.01)")
     toy.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS))
     toy.add_argument("--out", type=Path, default=Path("runs/toy"))
+    toy.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
     from .data import DATASETS
     from .experiments.sbn import SBNConfig

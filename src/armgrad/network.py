@@ -6,7 +6,7 @@ function of a whole configuration, evaluated separately for every batch element.
 
 The recipe (ARM paper, Algorithm 2; DESIGN.md section 1), for every layer ``t``:
 
-1. draw one ancestral sample ``b_1, ..., b_T`` (it fixes the layers below ``t``);
+1. draw one ancestral sample ``b_1, ..., b_{T-1}`` (it fixes the layers below ``t``);
 2. form the estimator's samples for layer ``t`` from its logits ``phi_t`` (an antithetic pair for
    ARM and DisARM, ``K`` draws for REINFORCE-LOO or ARMS, ...);
 3. propagate EACH of those samples through the layers above with fresh Bernoulli draws;
@@ -47,12 +47,14 @@ def _sample_bernoulli(logits: torch.Tensor, generator) -> torch.Tensor:
     return (u < torch.sigmoid(logits)).to(logits.dtype)
 
 
-def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, num_samples: int | None = None):
+def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, num_samples: int | None = None,
+                     sample_last: bool = True):
     """One sample of the chain: ``(samples, logits)``, lists of ``T`` tensors ``(*batch, D_t)``.
 
     With ``num_samples = K``, ``K`` independent samples per example, ``(K, *batch, D_t)``: the first
     layer's logits are computed once per example and shared by the ``K`` draws.
     ``logits`` keep their graph (to the layers' parameters); ``samples`` are binary, no graph.
+    With ``sample_last=False`` the last layer's logits are computed but not sampled (``T - 1`` samples).
     """
     samples, logits, h = [], [], x
     for t, layer in enumerate(layers):
@@ -60,10 +62,10 @@ def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, n
         if t == 0 and num_samples is not None:
             phi = phi.expand(num_samples, *phi.shape)
         check_logits(phi)
-        b = _sample_bernoulli(phi.detach(), generator)
-        samples.append(b)
         logits.append(phi)
-        h = b
+        if t < len(layers) - 1 or sample_last:
+            h = _sample_bernoulli(phi.detach(), generator)
+            samples.append(h)
     return samples, logits
 
 
@@ -133,7 +135,8 @@ def chain_estimate(
                 f"need the {len(layers) - 1} layer(s) above relaxed with shared noise, which armgrad does not "
                 f"implement (see armgrad.network); use arm, disarm, reinforce_loo, arms, ar or reinforce"
             )
-    base_samples, base_logits = ancestral_sample(layers, x, generator)
+    # the estimator of layer t replaces b_t and redraws the layers above: b_T itself is never used
+    base_samples, base_logits = ancestral_sample(layers, x, generator, sample_last=False)
 
     fused = [t for t, spec in enumerate(specs) if spec.sample is not None]
     values, surrogate = [], 0
@@ -145,8 +148,8 @@ def chain_estimate(
             branch = spec.sample(phi, noise, **options)
             configs.append(_configurations(base_samples, base_logits, layers, t, branch, phi, generator))
             pieces.append((t, branch, noise))
-        stacked = [torch.cat([c[0][i] for c in configs]) for i in range(len(layers))]
-        stacked_logits = [torch.cat([c[1][i] for c in configs]) for i in range(len(layers))]
+        stacked, stacked_logits = configs[0] if len(configs) == 1 else (
+            [torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
         fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0])
         start = 0
         for t, branch, noise in pieces:
@@ -169,4 +172,5 @@ def chain_estimate(
         values.append(result.value.unsqueeze(0).expand(num_samples, *result.value.shape))
         if result.grad is not None:
             surrogate = surrogate + (result.grad * (base_logits[t] - base_logits[t].detach())).sum(-1)
-    return torch.cat(values).mean(0) + surrogate
+    value = values[0] if len(values) == 1 else torch.cat(values)
+    return value.mean(0) + surrogate

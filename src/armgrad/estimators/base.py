@@ -146,6 +146,8 @@ class Estimator:
 
     def check_options(self, options: dict) -> None:
         """Raise a clear error for an option this estimator does not take (a typo would be silent)."""
+        if not options:
+            return
         allowed = self.option_names()
         unknown = sorted(set(options) - set(allowed)) if "*" not in allowed else []
         if unknown:

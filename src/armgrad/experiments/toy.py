@@ -50,6 +50,7 @@ class ToyConfig:
     units_high_dim: int = 200
     steps_high_dim: int = 2000
     var_every_high_dim: int = 100
+    device: str = "cpu"  # 1 to 200 units: a GPU only adds latency here, but every command takes --device
     out: str = "runs/toy"
 
     @classmethod
@@ -89,13 +90,14 @@ def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, step
             var_every: int | None = None):
     """Train ``phi`` (starting at 0) with one estimator; return per-step rows and a summary."""
     var_every = var_every or config.var_every
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(config.device).manual_seed(seed)
+    targets = targets.to(config.device)
     units = targets.numel()
     f = objective(targets)
-    phi = torch.zeros(units, dtype=torch.float64, requires_grad=True)
+    phi = torch.zeros(units, dtype=torch.float64, device=config.device, requires_grad=True)
     optimizer = torch.optim.Adam([phi], lr=config.lr)
     spec = ESTIMATORS[name]
-    estimator = spec.create(num_units=units).double() if spec.create else name
+    estimator = spec.create(num_units=units).double().to(config.device) if spec.create else name
     control_optimizer = torch.optim.Adam(estimator.parameters(), lr=config.control_lr) if spec.create else None
     budget = budget_for(name, config)
     sign = 1.0 if config.minimize else -1.0  # Adam minimises sign * E[f]
