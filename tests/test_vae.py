@@ -103,3 +103,13 @@ def test_cli_vae_and_report(tmp_path, capsys):
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "±" in table
     assert (tmp_path / "report" / "report.png").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_trains_and_resumes_on_cuda(tmp_path):
+    straight = train(tiny_config(tmp_path, model="linear2", device="cuda", out=str(tmp_path / "straight")))
+    train(tiny_config(tmp_path, model="linear2", device="cuda", out=str(tmp_path / "resumed"), steps=3))
+    resumed = train(tiny_config(tmp_path, model="linear2", device="cuda", out=str(tmp_path / "resumed")), resume=True)
+    assert math.isfinite(straight["test_bound"])
+    for key in ("train_elbo", "test_elbo", "test_bound"):
+        assert resumed[key] == straight[key], key

@@ -1,0 +1,255 @@
+"""The benchmark suite: what each estimator costs, and what its variance buys, as side-by-side ratios.
+
+    python benchmarks/suite.py                       # everything, CPU, 1 thread (~4 minutes)
+    python benchmarks/suite.py --device cuda         # the same on a GPU
+    python benchmarks/suite.py --only grad step      # some sections
+
+Sections (every timing interleaved round-robin with its reference in one run; medians):
+
+- ``grad``: one ``armgrad.grad`` call per estimator against the bare cost of its f evaluations
+  (draw the uniforms, threshold them into the stacked samples, evaluate ``f`` once). ``f`` is a
+  linear Bernoulli decoder 200 -> 784 at batch 50 x 200 units.
+- ``step``: one VAE training step (loss and backward) per model and estimator against the floor:
+  a plain forward and backward pass of the same network on the same stacked batch (the ``T * S``
+  configurations drawn ancestrally, the negative ELBO on all of them, backward through decoder
+  and encoder).
+- ``layers``: ARM on the 1- to 4-layer linear VAEs, in units of one forward and backward pass on a
+  single configuration per example, against its count of f evaluations: ``2T`` (armgrad
+  evaluates only the branches, each a valid draw from q) and ``1 + 2T`` (the paper's count, with a
+  separate plain sample).
+- ``variance``: at a trained checkpoint, the encoder-gradient variance of each estimator on one
+  fixed batch, and variance x cost (f evaluations, and milliseconds per step): lower is better at
+  equal compute.
+
+Writes ``OUT/suite.json`` and ``OUT/suite.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import armgrad
+from armgrad import ESTIMATORS
+from armgrad.experiments.training import make_estimators
+from armgrad.experiments.vae import encoder_gradient_variance, training_loss
+from armgrad.models.vae import BinaryVAE
+
+SECTIONS = ("grad", "step", "layers", "variance")
+STEP_ESTIMATORS = ("arm", "disarm", "reinforce_loo", "reinforce")
+VARIANCE_ESTIMATORS = ("reinforce", "reinforce_loo", "ar", "arm", "disarm", "gumbel", "st")
+CHECKPOINTS = ("runs/vae-study/linear-disarm-seed0/checkpoint.pt", "runs/vae-long/linear-disarm-seed0/checkpoint.pt",
+               "runs/first-look/linear-disarm-seed0/checkpoint.pt")
+
+
+def interleaved(cases: dict, repeats: int, device: str, warmup: int = 5, before=None) -> dict:
+    """Median seconds of each case, timed round-robin so that load and clock drift hit all alike."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = {name: [] for name in cases}
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            if before is not None:
+                before()
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def decoder_objective(batch, units, device, pixels=784, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(units, pixels, generator=g) / units**0.5).to(device)
+    x = (torch.rand(batch, pixels, generator=g) < 0.3).float().to(device)
+
+    def neg_log_likelihood(b):  # (S, batch, units) -> (S, batch)
+        return F.binary_cross_entropy_with_logits(b @ weight, x.expand(b.shape[0], -1, -1), reduction="none").sum(-1)
+
+    return neg_log_likelihood
+
+
+def bench_grad(args) -> dict:
+    f = decoder_objective(args.batch, 200, args.device)
+    logits = torch.randn(args.batch, 200, device=args.device)
+    gen = torch.Generator(args.device).manual_seed(0)
+
+    def bare():
+        with torch.no_grad():
+            u = torch.rand((args.budget, *logits.shape), generator=gen, device=args.device)
+            return f((u < torch.sigmoid(logits)).float())
+
+    cases, evaluations = {"bare (sample + f)": bare}, {"bare (sample + f)": args.budget}
+    for name, spec in ESTIMATORS.items():
+        if spec.enumerates:
+            continue
+        est = spec.create(num_units=200).to(args.device) if spec.create else name
+        budget = spec.valid_budget(args.budget)  # REBAR/RELAX: a multiple of 3
+        evaluations[name] = budget
+        cases[name] = lambda est=est, budget=budget: armgrad.grad(f, logits, est, budget, generator=gen)
+    medians = interleaved(cases, args.repeats * 4, args.device)
+    bare_time = medians["bare (sample + f)"]
+    rows = [{"case": name, "f_evaluations": evaluations[name], "median_ms": 1e3 * t, "ratio_to_bare": t / bare_time}
+            for name, t in medians.items()]
+    return {"title": f"`armgrad.grad`, batch {args.batch} x 200 units, budget {args.budget}, against the bare "
+                     "f evaluations", "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"], "rows": rows}
+
+
+def floor_step(model, x, configurations, generator):
+    """A plain forward and backward pass of the VAE on ``configurations`` ancestral samples per example."""
+    samples, logits, h = [], [], None
+    for t, layer in enumerate(model.encoder_layers()):
+        phi = layer(x) if t == 0 else layer(h)
+        shape = (configurations, *phi.shape) if t == 0 else phi.shape
+        u = torch.rand(shape, generator=generator, device=phi.device)
+        h = (u < torch.sigmoid(phi.detach())).float()
+        samples.append(h)
+        logits.append(phi if t else phi.expand(configurations, *phi.shape))
+    f = model.negative_elbo(x, samples, [phi.detach() for phi in logits])
+    loss = f.mean() + sum((phi * 1e-3).sum() for phi in logits)  # a backward pass through the encoder too
+    loss.backward()
+
+
+def _batch(args, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(args.batch, 784, generator=g) < 0.3).float().to(args.device)
+
+
+def bench_step(args) -> dict:
+    x, gen = _batch(args), torch.Generator(args.device).manual_seed(0)
+    rows = []
+    for name in args.models:
+        model = BinaryVAE(name, x.mean(0).cpu()).to(args.device)
+        cases = {"floor": lambda: floor_step(model, x, model.num_layers * args.budget, gen)}
+        for est in STEP_ESTIMATORS:
+            budget = ESTIMATORS[est].valid_budget(args.budget)
+            cases[est] = lambda est=est, budget=budget: training_loss(model, x, [est] * model.num_layers,
+                                                                      budget, gen).backward()
+        medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
+        rows += [{"model": name, "case": case, "median_ms": 1e3 * t, "ratio_to_floor": t / medians["floor"]}
+                 for case, t in medians.items()]
+    return {"title": f"VAE training step (loss and backward), batch {args.batch}, {args.budget} f evaluations per "
+                     "layer, against the floor", "columns": ["model", "case", "median_ms", "ratio_to_floor"], "rows": rows}
+
+
+def bench_layers(args) -> dict:
+    x, gen = _batch(args), torch.Generator(args.device).manual_seed(0)
+    rows = []
+    for layers in (1, 2, 3, 4):
+        model = BinaryVAE("linear" if layers == 1 else f"linear{layers}", x.mean(0).cpu()).to(args.device)
+        cases = {"unit": lambda: floor_step(model, x, 1, gen),
+                 "arm": lambda: training_loss(model, x, ["arm"] * layers, 2, gen).backward()}
+        medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
+        units = medians["arm"] / medians["unit"]
+        rows.append({"layers": layers, "arm_ms": 1e3 * medians["arm"], "unit_ms": 1e3 * medians["unit"],
+                     "cost_in_units": units, "evaluations": 2 * layers, "paper_evaluations": 1 + 2 * layers,
+                     "ratio_to_evaluations": units / (2 * layers), "ratio_to_paper": units / (1 + 2 * layers)})
+    return {"title": "ARM on T stacked linear layers, in units of one forward and backward pass on a single "
+                     "configuration, against its 2T f evaluations (the paper's recipe: 1 + 2T)",
+            "columns": ["layers", "arm_ms", "unit_ms", "cost_in_units", "evaluations", "paper_evaluations",
+                        "ratio_to_evaluations", "ratio_to_paper"], "rows": rows}
+
+
+def find_checkpoint(path: str | None) -> str | None:
+    if path:
+        return path
+    return next((c for c in CHECKPOINTS if Path(c).exists()), None)
+
+
+def bench_variance(args) -> dict:
+    path = find_checkpoint(args.checkpoint)
+    if path is None:
+        return {"title": "variance x cost at a trained checkpoint: skipped (no checkpoint: pass --checkpoint, "
+                         "or run `bash scripts/main.sh` first)", "columns": [], "rows": []}
+    from armgrad.data import load_dataset
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = state["config"]
+    data = load_dataset(config["dataset"], config.get("data_dir"))
+    model = BinaryVAE(config["model"], data.train_mean, slope=config["slope"])
+    model.load_state_dict(state["model"])
+    model.to(args.device)
+    x = data.split("test")[: args.batch].to(args.device)
+    gen = torch.Generator(args.device).manual_seed(0)
+    cases, variances = {}, {}
+    for est in VARIANCE_ESTIMATORS:
+        estimators = make_estimators(est, model.num_layers, 200, args.device)
+        budget = ESTIMATORS[est].valid_budget(args.budget)
+        variances[est] = encoder_gradient_variance(model, x, estimators, budget, args.variance_draws, gen)
+        cases[est] = lambda estimators=estimators, budget=budget: training_loss(model, x, estimators, budget,
+                                                                               gen).backward()
+    medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
+    rows = []
+    for est, t in medians.items():
+        evals = ESTIMATORS[est].valid_budget(args.budget) * model.num_layers
+        rows.append({"estimator": est, "unbiased": ESTIMATORS[est].unbiased, "grad_var": variances[est],
+                     "f_evaluations": evals, "step_ms": 1e3 * t, "var_x_evaluations": variances[est] * evals,
+                     "var_x_ms": variances[est] * 1e3 * t})
+    steps = state["step"]
+    return {"title": f"encoder-gradient variance at a trained checkpoint ({config['model']} {config['estimator']}, "
+                     f"{steps} steps, `{path}`), {args.variance_draws} draws on {args.batch} test images",
+            "columns": ["estimator", "unbiased", "grad_var", "f_evaluations", "step_ms", "var_x_evaluations",
+                        "var_x_ms"], "rows": rows}
+
+
+def _cell(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.1f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.3g}"
+
+
+def markdown(section: dict) -> str:
+    lines = [f"### {section['title']}", ""]
+    if section["rows"]:
+        cols = section["columns"]
+        lines += ["| " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_cell(row[c]) for c in cols) + " |" for row in section["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--budget", type=int, default=2, help="f evaluations per layer and example")
+    parser.add_argument("--models", nargs="+", default=["linear", "nonlinear", "linear2"])
+    parser.add_argument("--repeats", type=int, default=100, help="timed rounds per case (grad: 4x)")
+    parser.add_argument("--variance-draws", type=int, default=200)
+    parser.add_argument("--checkpoint", default=None, help="a VAE run's checkpoint.pt (default: the first found "
+                                                           f"of {', '.join(CHECKPOINTS)})")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} thread(s)"
+    setup = f"{device_name}, torch {torch.__version__}, medians of {args.repeats} interleaved rounds"
+    started = time.perf_counter()
+    sections = {}
+    for name in args.only:
+        print(f"[suite] {name} ...", flush=True)
+        sections[name] = globals()[f"bench_{name}"](args)
+        print(markdown(sections[name]), flush=True)
+    result = {"setup": setup, "seconds": time.perf_counter() - started, "sections": sections}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "suite.json").write_text(json.dumps(result, indent=1))
+    text = f"## armgrad benchmark suite\n\n{setup}; {result['seconds']:.0f} s in all\n\n"
+    text += "\n".join(markdown(s) for s in sections.values())
+    (args.out / "suite.md").write_text(text)
+    print(f"wrote {args.out / 'suite.json'} and {args.out / 'suite.md'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
