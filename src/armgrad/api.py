@@ -8,7 +8,7 @@ import torch
 
 from ._checks import check_logits, check_noise
 from .estimators import ESTIMATORS, get_estimator
-from .estimators.base import Estimate
+from .estimators.base import Estimate, with_gradient
 
 
 def _run(f: Callable, logits: torch.Tensor, estimator, num_samples: int, generator, noise, options) -> tuple:
@@ -62,7 +62,7 @@ def estimate(
     _, (value, grad_estimate) = _run(f, logits, estimator, num_samples, generator, noise, options)
     if grad_estimate is None:
         return value
-    return value + (grad_estimate * (logits - logits.detach())).sum(-1)
+    return with_gradient(value, logits, grad_estimate)
 
 
 def grad(

@@ -37,7 +37,7 @@ import torch
 
 from ._checks import check_logits
 from .estimators import get_estimator
-from .estimators.base import evaluate
+from .estimators.base import evaluate, with_gradient
 
 Layer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -139,7 +139,7 @@ def chain_estimate(
     base_samples, base_logits = ancestral_sample(layers, x, generator, sample_last=False)
 
     fused = [t for t, spec in enumerate(specs) if spec.sample is not None]
-    values, surrogate = [], 0
+    values, gradients = [], []  # (phi_t, its estimated gradient) for every layer
     if fused:
         configs, pieces = [], []
         for t in fused:
@@ -155,7 +155,7 @@ def chain_estimate(
         for t, branch, noise in pieces:
             k = branch.shape[0]
             result = specs[t].combine(fb[start : start + k], branch, base_logits[t].detach(), noise)
-            surrogate = surrogate + (result.grad * (base_logits[t] - base_logits[t].detach())).sum(-1)
+            gradients.append((base_logits[t], result.grad))
             start += k
         values.append(fb)
     for t, spec in enumerate(specs):
@@ -171,6 +171,8 @@ def chain_estimate(
         result = spec.fn(layer_objective, phi, noise, num_samples, **options)
         values.append(result.value.unsqueeze(0).expand(num_samples, *result.value.shape))
         if result.grad is not None:
-            surrogate = surrogate + (result.grad * (base_logits[t] - base_logits[t].detach())).sum(-1)
-    value = values[0] if len(values) == 1 else torch.cat(values)
-    return value.mean(0) + surrogate
+            gradients.append((base_logits[t], result.grad))
+    value = (values[0] if len(values) == 1 else torch.cat(values)).mean(0)
+    for phi, g in gradients:
+        value = with_gradient(value, phi, g)
+    return value

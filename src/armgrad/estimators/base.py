@@ -203,3 +203,28 @@ def require_differentiable(out: torch.Tensor, b: torch.Tensor, name: str) -> Non
             f"(no thresholding, rounding, indexing or integer casts of b); use an estimator that only "
             f"evaluates f at binary points, such as 'arm' or 'disarm'"
         )
+
+
+class _WithGradient(torch.autograd.Function):
+    """``value``, whose backward also sends ``grad_out * g`` to ``logits`` (see :func:`with_gradient`)."""
+
+    @staticmethod
+    def forward(ctx, value, logits, g):
+        ctx.save_for_backward(g)
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (g,) = ctx.saved_tensors
+        return grad_out, grad_out.unsqueeze(-1) * g, None
+
+
+def with_gradient(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``value`` (shape ``(*batch)``) unchanged, with ``g`` (``(*batch, D)``) as the gradient of ``logits``.
+
+    The surrogate ``value + sum_d g_d (phi_d - stop_gradient(phi_d))`` in one autograd node: the
+    same value and the same gradients, without its three element-wise passes each way.
+    """
+    if not logits.requires_grad:
+        return value
+    return _WithGradient.apply(value, logits, g.detach())

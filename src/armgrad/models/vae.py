@@ -67,10 +67,8 @@ class BinaryVAE(nn.Module):
 
     def encoder_layers(self) -> list:
         """The chain's layers for :func:`armgrad.network.chain_estimate`: ``x -> phi_1``, ``b_t -> phi_{t+1}``."""
-        first = self.encoder[0]
-        layers = [lambda x: first(x - self.train_mean)]
-        layers += [lambda b, net=net: net(2 * b - 1) for net in self.encoder[1:]]
-        return layers
+        first, *upper = self.encoder  # (slicing a ModuleList builds a new module: a cost on every step)
+        return [lambda x: first(x - self.train_mean)] + [lambda b, net=net: net(2 * b - 1) for net in upper]
 
     def log_joint(self, x: torch.Tensor, samples: list) -> torch.Tensor:
         """``log p(x, b_1, ..., b_T)``, shape ``(S, *batch)``."""
