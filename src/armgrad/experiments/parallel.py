@@ -15,6 +15,7 @@ is the plain single-process step.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -105,10 +106,12 @@ def wrap(model: torch.nn.Module, loss):
     """``loss`` as a callable whose backward averages gradients over processes (DDP), or as is alone."""
     if world_size() == 1:
         return loss
+    ddp = torch.nn.parallel.DistributedDataParallel
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     # the model's buffers (the data mean) are constants: no broadcast before every forward
-    return torch.nn.parallel.DistributedDataParallel(Objective(model, loss), device_ids=device_ids,
-                                                     broadcast_buffers=False)
+    # (the flag's name changed in torch 2.13; the older one still works, with a warning)
+    constant = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+    return ddp(Objective(model, loss), device_ids=device_ids, gradient_as_bucket_view=True, **{constant: False})
 
 
 def average_grads(params: list) -> None:
