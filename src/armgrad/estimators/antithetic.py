@@ -36,9 +36,13 @@ def antithetic_pairs(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return b
 
 
-def _pair_difference(fb):
+def _pair_difference(fb, scale: float = 1.0):
     f1, f2 = fb.detach().chunk(2)
-    return (f1 - f2).unsqueeze(-1)
+    return (scale * (f1 - f2) if scale != 1.0 else f1 - f2).unsqueeze(-1)
+
+
+def _mean_over_pairs(g):
+    return g[0] if g.shape[0] == 1 else g.mean(0)  # one pair: a view, not a copy
 
 
 def arm(fb, b, logits, noise) -> Estimate:
@@ -48,7 +52,7 @@ def arm(fb, b, logits, noise) -> Estimate:
     ``g_d = (f(b1) - f(b2)) (u_d - 1/2)``, ``b1 = 1[u > s(-phi)]``, ``b2 = 1[u < s(phi)]``,
     averaged over pairs. Unbiased; two f evaluations per pair, made in one stacked call.
     """
-    grad = (_pair_difference(fb) * (noise - 0.5)).mean(0)
+    grad = _mean_over_pairs(_pair_difference(fb) * (noise - 0.5))
     return Estimate(fb.mean(0), grad)
 
 
@@ -62,7 +66,7 @@ def disarm(fb, b, logits, noise) -> Estimate:
     ``(-1)^{b2} 1[b1 != b2] = b1 - b2``.
     """
     b1, b2 = b.chunk(2)
-    grad = (_pair_difference(fb) * (b1 - b2)).mean(0) * (0.5 * torch.sigmoid(logits.abs()))
+    grad = _mean_over_pairs(_pair_difference(fb, 0.5) * (b1 - b2)) * torch.sigmoid(logits.abs())
     return Estimate(fb.mean(0), grad)
 
 
