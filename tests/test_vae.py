@@ -102,6 +102,13 @@ def test_cli_vae_and_report(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "±" in table
+    # a shorter run (a study in progress) is its own row, never averaged with the finished ones
+    assert cli.main(["vae", "--dataset", "mnist", "--data-dir", config.data_dir, "--steps", "2", "--batch-size", "8",
+                     "--eval-every", "2", "--test-samples", "3", "--grad-var-draws", "2", "--estimator", "arm",
+                     "--seed", "2", "--out", str(tmp_path / "runs" / "arm-2")]) == 0
+    assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "| mnist | linear | arm | 2 | 2 | 1 |" in table
     assert (tmp_path / "report" / "report.png").exists()
 
 

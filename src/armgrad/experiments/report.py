@@ -1,7 +1,8 @@
 """``armgrad report``: many runs -> one Markdown table (mean and standard error over seeds) and figures.
 
 A run is a folder with ``results.json`` and ``metrics.csv`` (as ``armgrad vae`` writes them). Runs
-are grouped by dataset, model, estimator and budget; seeds are the replicates.
+are grouped by dataset, model, estimator, budget and steps (runs of different lengths, such as a
+study still in progress, are never averaged together); seeds are the replicates.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .reporting import markdown_table, pyplot, write_atomic, write_json
 
-GROUP_KEYS = ("dataset", "model", "estimator", "num_samples")
+GROUP_KEYS = ("dataset", "model", "estimator", "num_samples", "steps")
 METRICS = ("train_elbo", "test_elbo", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
            "seconds")
 
@@ -59,14 +60,13 @@ def write_report(paths, out: Path | None = None) -> str:
     for key, members in groups.items():
         cells, entry = [], dict(zip(GROUP_KEYS, key))
         entry["seeds"] = len(members)
-        entry["steps"] = max(r["steps"] for _, r in members)
         for metric in metrics:
             mean, err = mean_and_stderr([r.get(metric) for _, r in members])
             entry[metric] = {"mean": mean, "stderr": err}
             cells.append("n/a" if math.isnan(mean) else f"{mean:.4g}" + ("" if math.isnan(err) else f" ± {err:.2g}"))
         summary.append(entry)
-        rows.append([*key, entry["steps"], len(members), *cells])
-    header = [*GROUP_KEYS, "steps", "seeds", *metrics]
+        rows.append([*key, len(members), *cells])
+    header = [*GROUP_KEYS, "seeds", *metrics]
     text = (f"# armgrad report: {len(runs)} runs\n\nMean ± standard error over seeds (no ± with one seed). "
             "In nats: ELBOs and test_bound (the K-sample importance-weighted bound), higher is better; "
             "train_nll and the *_nll_bound (M-sample bounds on -log p(x_lower | x_upper)), lower is better. "
@@ -91,7 +91,7 @@ def _figure(groups: dict, path: Path) -> None:
         steps = [curves[0][i]["step"] for i in range(length)]
         seconds = [sum(c[i]["seconds"] for c in curves) / len(curves) for i in range(length)]
         values = [sum(c[i][metric] for c in curves) / len(curves) for i in range(length)]
-        label = " ".join(str(k) for k in key[1:] if k is not None)
+        label = " ".join(str(k) for k in key[1:-1] if k is not None) + f" ({key[-1]:,} steps)"
         axes[0].plot(steps, values, label=label)
         axes[1].plot(seconds, values, label=label)
         axes[0].set_ylabel(f"{metric} (mean over seeds)")
