@@ -20,17 +20,18 @@ def empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
 
 
-def flags(data, out, **overrides):
+def settings(data, out, **overrides) -> dict:
     base = dict(dataset="mnist", data_dir=str(data), steps=4, batch_size=8, eval_every=2, checkpoint_every=2,
                 test_samples=3, grad_var_draws=2, estimator="disarm", model="linear2", out=str(out))
-    base.update(overrides)
-    return [f"--{k.replace('_', '-')}={v}" for k, v in base.items()]
+    return {**base, **overrides}
+
+
+def flags(data, out, **overrides):
+    return [f"--{k.replace('_', '-')}={v}" for k, v in settings(data, out, **overrides).items()]
 
 
 def config(data, out, **overrides):
-    base = dict(dataset="mnist", data_dir=str(data), steps=4, batch_size=8, eval_every=2, checkpoint_every=2,
-                test_samples=3, grad_var_draws=2, estimator="disarm", model="linear2", out=str(out))
-    return VAEConfig(**{**base, **overrides})
+    return VAEConfig(**settings(data, out, **overrides))
 
 
 def torchrun(args, tmp_path, processes=2):
