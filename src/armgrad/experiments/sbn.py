@@ -17,31 +17,20 @@ from ..data import load_dataset
 from ..models.sbn import StochasticBinaryNetwork
 from ..network import ancestral_sample, chain_estimate
 from .reporting import pyplot
-from .training import Task, finish, make_estimators, run_training
+from .training import Task, TrainingConfig, finish, make_estimators, run_training
 
 HALF = 392
 
 
 @dataclass
-class SBNConfig:
+class SBNConfig(TrainingConfig):
     dataset: str = "fashion-mnist-threshold"
-    data_dir: str | None = None
-    model: str = "linear"
-    estimator: str = "disarm"
-    num_samples: int = 2  # f evaluations per layer and example
-    steps: int = 100_000
     batch_size: int = 100
-    shards: int = 1  # noise streams the batch is split into: one per process under torchrun
-    lr: float = 1e-4
-    control_lr: float = 1e-3
     slope: float = 0.2
-    seed: int = 0
     eval_every: int = 5_000
-    checkpoint_every: int = 5_000
     test_samples: int = 1000  # M of the final test bound
-    eval_samples: int = 100  # M of the periodic validation bound (which selects the reported checkpoint)
-    device: str = "cpu"
     out: str = "runs/sbn"
+    eval_samples: int = 100  # M of the periodic validation bound (which selects the reported checkpoint)
 
 
 def halves(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,29 @@ RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "out", "data_dir
 LOG_EVERY = 100  # steps between reads of the training loss from the device (and progress-bar updates)
 
 
+@dataclass
+class TrainingConfig:
+    """The fields the shared loop reads; each experiment's config extends it and sets its defaults."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    model: str = "linear"
+    estimator: str = "disarm"
+    num_samples: int = 2  # f evaluations per layer and example
+    steps: int = 100_000
+    batch_size: int = 50
+    shards: int = 1  # noise streams the batch is split into: one per process under torchrun
+    lr: float = 1e-4  # Adam, the model's parameters
+    control_lr: float = 1e-3  # Adam, REBAR/RELAX control parameters
+    slope: float = 0.3  # LeakyReLU of the nonlinear models
+    seed: int = 0
+    eval_every: int = 10_000
+    checkpoint_every: int = 5_000
+    test_samples: int = 100  # samples per example of the final test bound
+    device: str = "cpu"
+    out: str = "runs/run"
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """``torch.save(state)`` to ``path`` atomically."""
     path = Path(path)
@@ -174,11 +197,10 @@ def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=(
     return total
 
 
-def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict]:
+def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tuple[RunLog, dict]:
     """The loop every experiment shares: batch, loss, backward, step, evaluate, log, checkpoint.
 
-    ``config`` is a dataclass with at least ``steps``, ``batch_size``, ``shards``, ``seed``,
-    ``eval_every``, ``checkpoint_every``, ``control_lr``, ``device`` and ``out``. Returns the run log
+    Returns the run log
     and the common part of the results (the caller adds its own fields and writes ``results.json``).
 
     The batch is split into ``shards`` (see :mod:`armgrad.experiments.parallel`), each with its own
@@ -222,7 +244,7 @@ def run_training(config, task: Task, resume: bool = False) -> tuple[RunLog, dict
     loss_fn = parallel.wrap(task.model, task.loss)
     mine = parallel.my_shards(shards)
     sign = 1.0 if task.report_loss_as_is else -1.0
-    bar = progress(total=config.steps, desc=f"{getattr(config, 'model', '')} {getattr(config, 'estimator', '')}",
+    bar = progress(total=config.steps, desc=f"{config.model} {config.estimator}",
                    disable=not main)
     bar.update(start)
     window_start = run.elapsed()

@@ -17,30 +17,16 @@ from ..data import load_dataset
 from ..diagnostics import controls_frozen
 from ..models.vae import BinaryVAE
 from ..network import chain_estimate
-from .training import Task, finish, make_estimators, run_training
+from .training import Task, TrainingConfig, finish, make_estimators, run_training
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(TrainingConfig):
     dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    model: str = "linear"
-    estimator: str = "disarm"
-    num_samples: int = 2  # f evaluations per layer and example
     steps: int = 1_000_000
-    batch_size: int = 50
-    shards: int = 1  # noise streams the batch is split into: one per process under torchrun
-    lr: float = 1e-4  # Adam, encoder and decoder
-    prior_lr: float = 1e-2  # SGD, prior logits
-    control_lr: float = 1e-3  # Adam, REBAR/RELAX control parameters
-    slope: float = 0.3  # LeakyReLU of the nonlinear model
-    seed: int = 0
-    eval_every: int = 10_000
-    checkpoint_every: int = 5_000
-    test_samples: int = 100  # K of the importance-weighted test bound
-    grad_var_draws: int = 20  # encoder-gradient estimates drawn for its variance, at each evaluation
-    device: str = "cpu"
     out: str = "runs/vae"
+    prior_lr: float = 1e-2  # SGD, prior logits
+    grad_var_draws: int = 20  # encoder-gradient estimates drawn for its variance, at each evaluation
 
 
 @torch.no_grad()
