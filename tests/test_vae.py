@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from armgrad import cli
+from armgrad.experiments.report import paired_differences
 from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
 from armgrad.models.vae import BinaryVAE
 from test_data import write_mnist
@@ -110,6 +111,29 @@ def test_cli_vae_and_report(tmp_path, capsys):
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "| mnist | linear | arm | 2 | 2 | 1 |" in table
     assert (tmp_path / "report" / "report.png").exists()
+    # seed by seed against arm: disarm's two seeds pair with arm's at 4 steps; the 2-step arm run has no partner
+    paired = json.loads((tmp_path / "report" / "report.json").read_text())["paired"]
+    assert [(e["estimator"], e["steps"], e["pairs"]) for e in paired] == [("disarm", 4, 2)]
+    runs = {(e, s): json.loads((tmp_path / "runs" / f"{e}-{s}" / "results.json").read_text())
+            for e in ("arm", "disarm") for s in (0, 1)}
+    diffs = [runs["disarm", s]["test_elbo"] - runs["arm", s]["test_elbo"] for s in (0, 1)]
+    assert paired[0]["test_elbo"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert "| mnist | linear | 2 | 4 | disarm | 2 |" in table
+
+
+def test_paired_differences_cancel_the_seed_effect():
+    # each seed shifts every estimator alike (+10 per seed); b is 1 above a whatever the seed
+    def run(estimator, seed, elbo, steps=100):
+        return dict(dataset="d", model="linear", estimator=estimator, num_samples=2, steps=steps, seed=seed,
+                    test_elbo=elbo, test_bound=None)
+    results = [run("a", 0, -100.0), run("a", 1, -90.0), run("a", 2, -80.0),
+               run("b", 0, -99.0), run("b", 1, -89.0), run("b", 2, -79.0), run("b", 3, -50.0),  # seed 3: no partner
+               run("c", 0, -120.0, steps=50)]  # other steps: no partner
+    (entry,) = paired_differences(results, "a")
+    assert (entry["estimator"], entry["reference"], entry["pairs"]) == ("b", "a", 3)
+    assert entry["test_elbo"]["mean"] == pytest.approx(1.0) and entry["test_elbo"]["stderr"] == pytest.approx(0.0)
+    assert "test_bound" not in entry
+    assert paired_differences(results, "missing") == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

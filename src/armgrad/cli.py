@@ -5,7 +5,9 @@
     armgrad toy [--quick] [--out DIR]  the toy problem of the ARM paper (Fig. 1), all estimators
     armgrad vae --dataset ... --model ... --estimator ... --steps N --out DIR [--resume]
     armgrad sbn --dataset ... --model ... --estimator ... --steps N --out DIR [--resume]
-    armgrad report DIR... [--out DIR]  a table (mean and standard error over seeds) and figures
+    armgrad report DIR... [--out DIR] [--reference arm]
+                                       a table (mean and standard error over seeds), paired
+                                       differences from the reference estimator, and figures
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def run_sbn(args) -> int:
 def run_report(args) -> int:
     from .experiments.report import write_report
 
-    print(write_report(args.runs, args.out))
+    print(write_report(args.runs, args.out, reference=args.reference))
     return 0
 
 
@@ -203,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one Markdown table and figure from many runs")
     report.add_argument("runs", nargs="+", type=Path, help="run folders (or folders of run folders)")
     report.add_argument("--out", type=Path, default=None, help="where to write report.md and the figure")
+    report.add_argument("--reference", default="arm",
+                        help="the estimator every other one is compared with, seed by seed (default arm)")
     return parser
 
 
