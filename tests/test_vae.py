@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from armgrad import cli
-from armgrad.experiments.report import paired_differences
+from armgrad.experiments.report import _common_steps, _mean_at, paired_differences
 from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
 from armgrad.models.vae import BinaryVAE
 from test_data import write_mnist
@@ -134,6 +134,15 @@ def test_paired_differences_cancel_the_seed_effect():
     assert entry["test_elbo"]["mean"] == pytest.approx(1.0) and entry["test_elbo"]["stderr"] == pytest.approx(0.0)
     assert "test_bound" not in entry
     assert paired_differences(results, "missing") == []
+
+
+def test_curves_of_runs_evaluated_at_different_steps_are_matched_by_step():
+    # a run resumed with another --eval-every logs 2000, 4000, 10000; its partner 5000, 10000
+    a = [{"step": 2000, "elbo": -300.0}, {"step": 4000, "elbo": -290.0}, {"step": 10000, "elbo": -270.0}]
+    b = [{"step": 5000, "elbo": -285.0}, {"step": 10000, "elbo": -272.0}]
+    steps = _common_steps([a, b])
+    assert steps == [10000]
+    assert _mean_at([a, b], steps, "elbo") == [-271.0]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -135,27 +135,71 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "report.json", {"groups": summary, "paired": paired})
         write_atomic(out / "report.md", text + "\n![curves](report.png)\n")
-        _figure(groups, out / "report.png")
+        _figure(groups, out / "report.png", reference)
     return text
 
 
-def _figure(groups: dict, path: Path) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+def _common_steps(curves: list[list[dict]]) -> list[float]:
+    """The steps every curve logged. Runs may have been evaluated at different steps (one resumed
+    with another ``--eval-every``): rows are matched by step, never by position."""
+    return sorted(set.intersection(*({row["step"] for row in c} for c in curves)))
+
+
+def _mean_at(curves: list[list[dict]], steps: list[float], key: str) -> list[float]:
+    at = [{row["step"]: row for row in c} for c in curves]
+    return [sum(a[s][key] for a in at) / len(at) for s in steps]
+
+
+def _figure(groups: dict, path: Path, reference: str = "arm") -> None:
+    """One row per setting (dataset, model, budget, steps): the training curve of every estimator
+    against steps and against seconds (mean over seeds), and the test curve's difference from
+    ``reference`` over the seeds both ran (on a symmetric log scale: linear within 1 nat)."""
+    settings: dict[tuple, dict] = {}
     for key, members in groups.items():
-        curves = [_curve(run) for run, _ in members]
-        metric = "train_elbo" if "train_elbo" in curves[0][0] else next(k for k in curves[0][0] if k not in ("step", "seconds"))
-        length = min(len(c) for c in curves)
-        steps = [curves[0][i]["step"] for i in range(length)]
-        seconds = [sum(c[i]["seconds"] for c in curves) / len(curves) for i in range(length)]
-        values = [sum(c[i][metric] for c in curves) / len(curves) for i in range(length)]
-        label = " ".join(str(k) for k in key[1:-1] if k is not None) + f" ({key[-1]:,} steps)"
-        axes[0].plot(steps, values, label=label)
-        axes[1].plot(seconds, values, label=label)
-        axes[0].set_ylabel(f"{metric} (mean over seeds)")
-    axes[0].set_xlabel("step")
-    axes[1].set_xlabel("seconds")
-    axes[1].legend(fontsize=7)
+        setting = key[:2] + key[3:]
+        settings.setdefault(setting, {})[key[2]] = {r.get("seed"): _curve(run) for run, r in members}
+    names = sorted({name for runs in settings.values() for name in runs})
+    color = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    plt = pyplot()
+    fig, axes = plt.subplots(len(settings), 3, figsize=(15, 3.6 * len(settings)), squeeze=False)
+    for row, (setting, estimators) in zip(axes, settings.items()):
+        first = next(iter(next(iter(estimators.values())).values()))[0]
+        metric = next((k for k in ("train_elbo", "train_nll") if k in first),
+                      next(k for k in first if k not in ("step", "seconds", "steps_per_second")))
+        compared = next((k for k in ("test_elbo", "valid_nll_bound") if k in first), metric)
+        base = estimators.get(reference, {})
+        finals = []
+        for name, runs in estimators.items():
+            curves = list(runs.values())
+            steps = _common_steps(curves)
+            values = _mean_at(curves, steps, metric)
+            finals.append(values[-1])
+            label = f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+            row[0].plot(steps, values, color=color[name], label=label)
+            row[1].plot(_mean_at(curves, steps, "seconds"), values, color=color[name], label=label)
+            seeds = sorted(set(runs) & set(base), key=str)
+            if name != reference and seeds:
+                mine, theirs = [runs[s] for s in seeds], [base[s] for s in seeds]
+                steps = _common_steps(mine + theirs)
+                diff = [a - b for a, b in zip(_mean_at(mine, steps, compared), _mean_at(theirs, steps, compared))]
+                row[2].plot(steps, diff, color=color[name], label=f"{name} ({len(seeds)} paired)")
+        row[0].set_title(" ".join(str(k) for k in setting[:2]) + f", budget {setting[2]}, {setting[3]:,} steps",
+                         fontsize=9)
+        row[0].set_ylabel(f"{metric} (mean over seeds)")
+        row[0].set_xlabel("step")
+        row[1].set_xlabel("seconds")
+        row[1].legend(fontsize=7)
+        row[2].axhline(0.0, color=color.get(reference, "k"), lw=0.8)
+        row[2].set_yscale("symlog", linthresh=1.0)
+        row[2].set_xlabel("step")
+        row[2].set_ylabel(f"{compared} minus {reference}'s")
+        if row[2].get_legend_handles_labels()[0]:
+            row[2].legend(fontsize=7)
+        spread = max(finals) - min(finals)
+        if spread > 0:  # zoom on the leaders: the worst curves' early values would squash the differences
+            below, above = (0.5, 0.1) if "elbo" in metric else (0.1, 0.5)  # room on the side of the worse values
+            for ax in row[:2]:
+                ax.set_ylim(min(finals) - below * spread, max(finals) + above * spread)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
