@@ -161,6 +161,8 @@ def _figure(groups: dict, path: Path, reference: str = "arm") -> None:
     names = sorted({name for runs in settings.values() for name in runs})
     color = {name: f"C{i % 10}" for i, name in enumerate(names)}
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     fig, axes = plt.subplots(len(settings), 3, figsize=(15, 3.6 * len(settings)), squeeze=False)
     for row, (setting, estimators) in zip(axes, settings.items()):
         first = next(iter(next(iter(estimators.values())).values()))[0]
@@ -168,12 +170,13 @@ def _figure(groups: dict, path: Path, reference: str = "arm") -> None:
                       next(k for k in first if k not in ("step", "seconds", "steps_per_second")))
         compared = next((k for k in ("test_elbo", "valid_nll_bound") if k in first), metric)
         base = estimators.get(reference, {})
-        finals = []
+        finals, middles = [], []
         for name, runs in estimators.items():
             curves = list(runs.values())
             steps = _common_steps(curves)
             values = _mean_at(curves, steps, metric)
             finals.append(values[-1])
+            middles.append(values[len(values) // 2])
             label = f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
             row[0].plot(steps, values, color=color[name], label=label)
             row[1].plot(_mean_at(curves, steps, "seconds"), values, color=color[name], label=label)
@@ -191,15 +194,18 @@ def _figure(groups: dict, path: Path, reference: str = "arm") -> None:
         row[1].legend(fontsize=7)
         row[2].axhline(0.0, color=color.get(reference, "k"), lw=0.8)
         row[2].set_yscale("symlog", linthresh=1.0)
+        row[2].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         row[2].set_xlabel("step")
         row[2].set_ylabel(f"{compared} minus {reference}'s")
         if row[2].get_legend_handles_labels()[0]:
             row[2].legend(fontsize=7)
-        spread = max(finals) - min(finals)
-        if spread > 0:  # zoom on the leaders: the worst curves' early values would squash the differences
-            below, above = (0.5, 0.1) if "elbo" in metric else (0.1, 0.5)  # room on the side of the worse values
+        # the second half of every curve: the first steps' values would squash the differences
+        higher_better = "elbo" in metric
+        worst, best = (min(middles), max(finals)) if higher_better else (max(middles), min(finals))
+        margin = 0.05 * abs(best - worst)
+        if margin > 0:
             for ax in row[:2]:
-                ax.set_ylim(min(finals) - below * spread, max(finals) + above * spread)
+                ax.set_ylim(*sorted([worst, best + (margin if higher_better else -margin)]))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
