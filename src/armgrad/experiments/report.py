@@ -19,6 +19,7 @@ from pathlib import Path
 from .reporting import markdown_table, pyplot, write_atomic, write_json
 
 GROUP_KEYS = ("dataset", "model", "estimator", "num_samples", "steps")
+SETTING_KEYS = tuple(k for k in GROUP_KEYS if k != "estimator")  # what estimators are compared within
 PAIRED = ("test_elbo", "test_bound", "test_nll_bound")  # the headline numbers, compared seed by seed
 METRICS = ("train_elbo", "test_elbo", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
            "seconds")
@@ -54,6 +55,15 @@ def _cell(value: dict, fmt: str) -> str:
     return "n/a" if math.isnan(mean) else f"{mean:{fmt}}" + ("" if math.isnan(err) else f" ± {err:.2g}")
 
 
+def _by_setting(items) -> dict[tuple, dict]:
+    """``(result, value)`` pairs -> ``{setting: {estimator: {seed: value}}}``."""
+    settings: dict[tuple, dict] = {}
+    for result, value in items:
+        setting = tuple(result.get(k) for k in SETTING_KEYS)
+        settings.setdefault(setting, {}).setdefault(result["estimator"], {})[result.get("seed")] = value
+    return settings
+
+
 def paired_differences(results: list[dict], reference: str) -> list[dict]:
     """``metric(estimator) - metric(reference)`` over the seeds both ran, mean and standard error.
 
@@ -61,18 +71,14 @@ def paired_differences(results: list[dict], reference: str) -> list[dict]:
     where both have runs of a common seed, with ``pairs`` (how many seeds) and each metric of
     ``PAIRED`` the runs report as ``{"mean", "stderr"}``.
     """
-    settings: dict[tuple, dict] = {}
-    for result in results:
-        setting = tuple(result.get(k) for k in GROUP_KEYS if k != "estimator")
-        settings.setdefault(setting, {}).setdefault(result["estimator"], {})[result.get("seed")] = result
     entries = []
-    for setting, estimators in settings.items():
+    for setting, estimators in _by_setting((r, r) for r in results).items():
         base = estimators.get(reference, {})
         for name, runs in estimators.items():
             seeds = sorted(set(runs) & set(base), key=str)
             if name == reference or not seeds:
                 continue
-            entry = {**dict(zip([k for k in GROUP_KEYS if k != "estimator"], setting)), "estimator": name,
+            entry = {**dict(zip(SETTING_KEYS, setting)), "estimator": name,
                      "reference": reference, "pairs": len(seeds)}
             for metric in PAIRED:
                 diffs = [runs[s][metric] - base[s][metric] for s in seeds
@@ -135,7 +141,7 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "report.json", {"groups": summary, "paired": paired})
         write_atomic(out / "report.md", text + "\n![curves](report.png)\n")
-        _figure(groups, out / "report.png", reference)
+        _figure(_by_setting((r, _curve(run)) for run, r in results), out / "report.png", reference)
     return text
 
 
@@ -150,15 +156,11 @@ def _mean_at(curves: list[list[dict]], steps: list[float], key: str) -> list[flo
     return [sum(a[s][key] for a in at) / len(at) for s in steps]
 
 
-def _figure(groups: dict, path: Path, reference: str = "arm") -> None:
+def _figure(settings: dict, path: Path, reference: str = "arm") -> None:
     """One row per setting (dataset, model, budget, steps): the training curve of every estimator
     against steps and against seconds (mean over seeds), and the test curve's difference from
     ``reference`` over the seeds both ran (on a symmetric log scale, linear within 1 nat, where some
     difference exceeds 3 nats)."""
-    settings: dict[tuple, dict] = {}
-    for key, members in groups.items():
-        setting = key[:2] + key[3:]
-        settings.setdefault(setting, {})[key[2]] = {r.get("seed"): _curve(run) for run, r in members}
     names = sorted({name for runs in settings.values() for name in runs})
     color = {name: f"C{i % 10}" for i, name in enumerate(names)}
     plt = pyplot()

@@ -200,8 +200,8 @@ def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=(
 def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tuple[RunLog, dict]:
     """The loop every experiment shares: batch, loss, backward, step, evaluate, log, checkpoint.
 
-    Returns the run log
-    and the common part of the results (the caller adds its own fields and writes ``results.json``).
+    Returns the run log and the common part of the results (the caller adds its own fields and
+    writes ``results.json``).
 
     The batch is split into ``shards`` (see :mod:`armgrad.experiments.parallel`), each with its own
     noise generator; under ``torchrun`` each process computes one shard and DDP averages the
