@@ -37,13 +37,16 @@ import torch.nn.functional as F
 
 import armgrad
 from armgrad import ESTIMATORS
+from armgrad.estimators import BINARY, ENUMERATION, select
 from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import BinaryVAE
 
 SECTIONS = ("grad", "step", "layers", "variance")
-STEP_ESTIMATORS = ("arm", "disarm", "reinforce_loo", "reinforce")
-VARIANCE_ESTIMATORS = ("reinforce", "reinforce_loo", "ar", "arm", "disarm", "gumbel", "st")
+# the stateless estimators that evaluate f at binary points only (fused into one call of f per step)
+STEP_ESTIMATORS = select(evaluates_f_at=BINARY, learned=False, needs_df_db=False)
+# every stateless Monte Carlo estimator, biased ones included (their variance hides their bias)
+VARIANCE_ESTIMATORS = select(learned=False, evaluates_f_at=lambda where: where != ENUMERATION)
 CHECKPOINTS = ("runs/vae-study/linear-disarm-seed0/checkpoint.pt", "runs/vae-long/linear-disarm-seed0/checkpoint.pt",
                "runs/first-look/linear-disarm-seed0/checkpoint.pt")
 
@@ -90,9 +93,9 @@ def bench_grad(args) -> dict:
 
     cases, evaluations = {"bare (sample + f)": bare}, {"bare (sample + f)": args.budget}
     for name, spec in ESTIMATORS.items():
-        if spec.enumerates:
+        if spec.evaluates_f_at == ENUMERATION:
             continue
-        est = spec.create(num_units=200).to(args.device) if spec.create else name
+        est = spec.create(num_units=200).to(args.device) if spec.learned else name
         budget = spec.valid_budget(args.budget)  # REBAR/RELAX: a multiple of 3
         evaluations[name] = budget
         cases[name] = lambda est=est, budget=budget: armgrad.grad(f, logits, est, budget, generator=gen)

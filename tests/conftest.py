@@ -7,7 +7,28 @@ so the diagnostics can fold many independent draws into the sample dimension.
 import pytest
 import torch
 
-UNBIASED = ["reinforce", "reinforce_loo", "ar", "arm", "disarm", "arms"]
+from armgrad import ESTIMATORS
+from armgrad.estimators import BINARY, select
+
+# the unbiased, stateless estimators that evaluate f at binary points: drawn by name, no controls
+UNBIASED = select(unbiased=True, evaluates_f_at=BINARY, learned=False)
+
+
+def instance(name, logits_or_units, dtype=None, registry=None):
+    """The estimator to pass: the name, or for learned controls a fresh object of the logits' dtype."""
+    spec = (registry or ESTIMATORS)[name]
+    if not spec.learned:
+        return name if registry is None else spec
+    if isinstance(logits_or_units, torch.Tensor):
+        units, dtype = logits_or_units.shape[-1], logits_or_units.dtype
+    else:
+        units = logits_or_units
+    return spec.create(num_units=units).to(dtype or torch.float64)
+
+
+def budget_for(name, registry=None):
+    """The estimator's smallest budget at or above 2 (ignored by enumeration)."""
+    return (registry or ESTIMATORS)[name].valid_budget(2)
 
 
 def make_objective(batch: int, units: int, seed: int, dtype=torch.float64):

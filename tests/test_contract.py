@@ -1,22 +1,14 @@
-"""The public contract of DESIGN.md section 2: shapes, dtypes, one call of f, generators, errors."""
+"""The public contract of docs/design.md section 2: shapes, dtypes, one call of f, generators, errors."""
 
 import pytest
 import torch
 
 import armgrad
 from armgrad import ESTIMATORS
+from armgrad.estimators import BINARY_AND_RELAXED, RELAXED, select
+from conftest import budget_for, instance
 
 ALL = list(ESTIMATORS)
-
-
-def budget_for(name):
-    return 0 if ESTIMATORS[name].enumerates else ESTIMATORS[name].valid_budget(2)
-
-
-def instance(name, logits):
-    """The name, or for estimators with trainable state a fresh object of the logits' dtype."""
-    create = ESTIMATORS[name].create
-    return create(num_units=logits.shape[-1]).to(logits.dtype) if create else name
 
 
 def smooth_f(b):
@@ -35,9 +27,10 @@ def test_shapes_dtypes_and_single_call(name, shape, dtype):
         def relaxed(r):  # in [0, 1] (a float32 sigmoid can round to exactly 0 or 1), and not binary
             return ((r >= 0) & (r <= 1)).all() and ((r > 0) & (r < 1)).any()
 
-        if not ESTIMATORS[name].relaxed:
+        where = ESTIMATORS[name].evaluates_f_at
+        if where not in (RELAXED, BINARY_AND_RELAXED):  # binary points, or every state
             assert ((b == 0) | (b == 1)).all()
-        elif ESTIMATORS[name].pathwise:
+        elif where == RELAXED:
             assert relaxed(b)
         else:  # the control-variate estimators evaluate f at b and at two relaxations
             third = b.shape[0] // 3
@@ -70,7 +63,7 @@ def test_estimate_backward_equals_grad_on_the_same_seed(name):
     torch.testing.assert_close(layer.weight.grad, g.T @ x)
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n != "exact"])
+@pytest.mark.parametrize("name", [n for n in ALL if ESTIMATORS[n].noise_shape(2, (3,)) is not None])
 def test_generator_reproducibility(name):
     logits = torch.randn(7, 6)
     est, budget = instance(name, logits), ESTIMATORS[name].valid_budget(4)
@@ -208,7 +201,7 @@ def test_bad_noise():
         armgrad.grad(smooth_f, logits, "exact", 0, noise=torch.rand(1, 2, 3))
 
 
-@pytest.mark.parametrize("name", [n for n, e in ESTIMATORS.items() if e.pathwise or e.differentiates_f])
+@pytest.mark.parametrize("name", select(needs_df_db=True))
 def test_f_that_cannot_take_relaxed_inputs(name):
     logits = torch.zeros(2, 3)
     thresholded = lambda b: (b > 0.5).float().sum(-1)  # noqa: E731

@@ -8,8 +8,8 @@ import torch
 
 import armgrad
 from armgrad import ESTIMATORS
-from armgrad.diagnostics import compare, draw_gradients, exact_variance_1d
-from conftest import make_logits, make_objective
+from armgrad.diagnostics import closed_form_estimators, compare, draw_gradients, exact_variance_1d
+from conftest import UNBIASED, make_logits, make_objective
 
 
 def folded(f, r, batch):
@@ -57,7 +57,7 @@ def test_arms_with_two_samples_is_disarm_in_distribution():
     assert len(arm_keys - set(support)) > 100
 
 
-@pytest.mark.parametrize("name", ["reinforce", "ar", "arm", "disarm"])
+@pytest.mark.parametrize("name", closed_form_estimators())
 @pytest.mark.parametrize("logit", [-2.0, 0.1, 3.0])
 def test_one_unit_variance_matches_closed_form(name, logit):
     f0, f1 = 0.3, -0.45
@@ -109,21 +109,26 @@ def test_exact_variance_closed_forms_agree_at_the_symmetric_point():
     assert math.isclose(exact_variance_1d("reinforce", 0.0, 1.0, 1.0), 0.25 - 0.0)
 
 
-@pytest.mark.parametrize("name", ["reinforce", "ar", "arm", "disarm", "reinforce_loo", "arms"])
+NOT_SHIFT_INVARIANT = {"reinforce", "ar"}  # the estimators without a baseline or a pairing
+
+
+@pytest.mark.parametrize("name", UNBIASED)
 def test_invariance_to_a_constant_added_to_f(name):
     """Baselined and antithetic estimators ignore a constant shift of f; plain ones do not."""
     f = make_objective(4, 4, seed=62)
     phi = make_logits(4, 4, seed=63)
-    budget = 4
+    budget = ESTIMATORS[name].valid_budget(4)
     u = ESTIMATORS[name].draw_noise(budget, phi, torch.Generator().manual_seed(0))
     g = armgrad.grad(f, phi, name, budget, noise=u)
     g_shifted = armgrad.grad(lambda b: f(b) + 100.0, phi, name, budget, noise=u)
-    if name in ("reinforce", "ar"):
+    if name in NOT_SHIFT_INVARIANT:
         assert not torch.allclose(g, g_shifted)
     else:
         torch.testing.assert_close(g, g_shifted, rtol=1e-9, atol=1e-9)
 
 
+# REINFORCE's mean on this f is a difference of terms 25 times larger, which the grid's step at u = p
+# resolves only to ~1e-3: the augmented estimators, whose f values enter as a difference, are checked
 @pytest.mark.parametrize("name", ["ar", "arm", "disarm"])
 @pytest.mark.parametrize("logit", [-2.0, 0.3, 4.0])
 def test_closed_form_variance_matches_quadrature_over_u(name, logit):

@@ -1,6 +1,6 @@
 """armgrad: unbiased, low-variance gradients for binary stochastic units (ARM and its family).
 
-Public contract (DESIGN.md section 2):
+Public contract (docs/design.md section 2):
 
 - :func:`estimate` ``(f, logits, estimator="arm", num_samples=2, *, generator=None, **options)``
 - :func:`grad`, the estimate of ``d E[f] / d logits`` itself;

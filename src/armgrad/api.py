@@ -7,12 +7,12 @@ from typing import Callable
 import torch
 
 from ._checks import check_logits, check_noise
-from .estimators import ESTIMATORS, get_estimator
-from .estimators.base import Estimate, with_gradient
+from .estimators import get_estimator
+from .estimators.base import Estimate, Estimator, with_gradient
+from .estimators.exact import Exact
 
 
-def _run(f: Callable, logits: torch.Tensor, estimator, num_samples: int, generator, noise, options) -> tuple:
-    est = get_estimator(estimator)
+def _run(f: Callable, logits: torch.Tensor, est: Estimator, num_samples: int, generator, noise, options) -> Estimate:
     est.check_budget(num_samples)
     est.check_options(options)
     if not callable(f):
@@ -20,9 +20,8 @@ def _run(f: Callable, logits: torch.Tensor, estimator, num_samples: int, generat
     if noise is None:
         noise = est.draw_noise(num_samples, logits, generator)
     else:
-        shape = est.noise_shape(num_samples, logits.shape) if est.noise_shape else None
-        check_noise(noise, shape, logits, est.name)
-    return est, est.fn(f, logits, noise, num_samples, **options)
+        check_noise(noise, est.noise_shape(num_samples, logits.shape), logits, est.name)
+    return est.estimate(f, logits, noise, num_samples, **options)
 
 
 def estimate(
@@ -59,8 +58,8 @@ def estimate(
     sends exactly ``g`` back to the logits (and on to whatever produced them).
     """
     check_logits(logits)
-    _, (value, grad_estimate) = _run(f, logits, estimator, num_samples, generator, noise, options)
-    if grad_estimate is None:
+    value, grad_estimate = _run(f, logits, get_estimator(estimator), num_samples, generator, noise, options)
+    if grad_estimate is None:  # a pathwise estimator: the gradient flows through the value
         return value
     return with_gradient(value, logits, grad_estimate)
 
@@ -77,20 +76,21 @@ def grad(
 ) -> torch.Tensor:
     """The estimate of ``d E[f] / d logits`` itself: shape ``logits.shape``, no graph.
 
-    Same arguments as :func:`estimate`. Score-function estimators run ``f`` under
-    ``torch.no_grad()``; pathwise ones (``gumbel``, ``st``) differentiate ``f`` with autograd.
+    Same arguments as :func:`estimate`. Estimators that do not differentiate ``f`` run it under
+    ``torch.no_grad()``; the others (``needs_df_db``) under autograd, and a pathwise one's
+    gradient (``gumbel``, ``st``) is the autograd gradient of its value.
     """
     est = get_estimator(estimator)
     check_logits(logits)
-    if not est.pathwise:
+    if not est.needs_df_db:
         with torch.no_grad():
-            _, result = _run(f, logits.detach(), est, num_samples, generator, noise, options)
-        return result.grad
+            return _run(f, logits.detach(), est, num_samples, generator, noise, options).grad
     with torch.enable_grad():
         leaf = logits.detach().requires_grad_(True)
-        _, result = _run(f, leaf, est, num_samples, generator, noise, options)
-        (g,) = torch.autograd.grad(result.value.sum(), leaf, allow_unused=True)
-    return torch.zeros_like(leaf) if g is None else g
+        value, g = _run(f, leaf, est, num_samples, generator, noise, options)
+        if g is None:
+            (g,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
+    return torch.zeros_like(leaf) if g is None else g.detach()
 
 
 def exact(f: Callable, logits: torch.Tensor, *, max_units: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,5 +101,5 @@ def exact(f: Callable, logits: torch.Tensor, *, max_units: int = 20) -> tuple[to
     ``(*batch, D)`` without graph.
     """
     check_logits(logits)
-    result: Estimate = ESTIMATORS["exact"].fn(f, logits, None, 0, max_units=max_units)
-    return result.value, result.grad
+    value, grad_ = Exact().estimate(f, logits, None, 0, max_units=max_units)
+    return value, grad_

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import ESTIMATORS, diagnostics
+from .estimators import ENUMERATION, select
 from .experiments import parallel
 
 log = logging.getLogger("armgrad")
@@ -31,7 +32,7 @@ def estimators_table() -> str:
     lines = ["| estimator | unbiased | f evaluations for budget S | what it is | reference |",
              "|---|---|---|---|---|"]
     for e in ESTIMATORS.values():
-        cost = "2^D" if e.enumerates else (f"S (S/{e.group} {e.group_name})" if e.group > 1 else "S")
+        cost = "2^D" if e.evaluates_f_at == ENUMERATION else e.budget.describe()
         lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
     return "\n".join(lines) + "\n"
 
@@ -57,8 +58,8 @@ def demo_problem(units: int = 10, seed: int = 0, device="cpu"):
 
 def run_demo(args) -> int:
     f, logits = demo_problem(args.units, args.seed, args.device)
-    names = [e.create(num_units=args.units).double().to(args.device) if e.create else n
-             for n, e in ESTIMATORS.items() if not e.enumerates]
+    names = [ESTIMATORS[n].create(num_units=args.units).double().to(args.device) if ESTIMATORS[n].learned else n
+             for n in select(evaluates_f_at=lambda where: where != ENUMERATION)]
     gen = torch.Generator(args.device).manual_seed(args.seed)
     out = {"units": args.units, "rows": logits.shape[0], "num_draws": args.draws, "budgets": {}}
     text = [f"# armgrad demo: {args.draws} draws per estimator, D = {args.units} units, 3 rows of logits "

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -33,10 +32,13 @@ import torch
 
 from . import api
 from ._checks import check_logits
-from .estimators import get_estimator
-from .estimators.base import evaluate
+from .estimators import BINARY, get_estimator, select
+from .estimators.base import LearnedControlEstimator, evaluate
 
-DEFAULT_ESTIMATORS = ("reinforce", "reinforce_loo", "ar", "arm", "disarm", "arms")
+
+def default_estimators() -> list[str]:
+    """Every unbiased, stateless estimator that evaluates ``f`` at binary points only."""
+    return select(unbiased=True, evaluates_f_at=BINARY, learned=False, needs_df_db=False)
 
 
 def draw_gradients(
@@ -66,7 +68,7 @@ def draw_gradients(
 @contextlib.contextmanager
 def controls_frozen(estimators):
     """Put estimators with trainable controls in eval mode (no variance gradients) for a while."""
-    modules = [e for e in estimators if isinstance(e, torch.nn.Module)]
+    modules = [e for e in estimators if isinstance(e, LearnedControlEstimator)]
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
@@ -213,7 +215,7 @@ class Report:
 def compare(
     f: Callable,
     logits: torch.Tensor,
-    estimators: Sequence = DEFAULT_ESTIMATORS,
+    estimators: Sequence | None = None,
     num_samples: int = 2,
     num_draws: int = 1000,
     *,
@@ -225,7 +227,7 @@ def compare(
 
     Args:
         f, logits: as in :func:`armgrad.estimate`; ``D`` must be small enough to enumerate.
-        estimators: names (or estimator objects). Each is run at ``num_samples`` f evaluations,
+        estimators: names (or estimator objects); by default :func:`default_estimators`. Each is run at ``num_samples`` f evaluations,
             rounded up to its smallest valid budget (e.g. 2 for ``arm`` when ``num_samples=1``),
             and the row records the evaluations actually spent.
         options: per-estimator options, ``{name: {option: value}}``.
@@ -235,6 +237,7 @@ def compare(
     import time
 
     options = options or {}
+    estimators = default_estimators() if estimators is None else estimators
     exact_value, exact_grad = api.exact(f, logits.detach())
     rows = []
     for name in estimators:
@@ -266,30 +269,19 @@ def compare(
     return Report(rows, exact_grad, exact_value.detach(), num_samples)
 
 
-def exact_variance_1d(estimator: str, logit: float, f0: float, f1: float) -> float:
+def exact_variance_1d(estimator, logit: float, f0: float, f1: float) -> float:
     """Exact variance of a one-unit, one-draw estimate for ``f(0) = f0``, ``f(1) = f1``.
 
-    Closed forms (integrals over ``u``; ``p = s(phi)``, ``m = min(p, 1 - p)``, ``Df = f1 - f0``):
-    ``reinforce``: ``E[f(b)^2 (b - p)^2] - g^2``; ``ar``: ``int_0^1 f(1[u<p])^2 (1-2u)^2 du - g^2``;
-    ``arm``: the pair differs only on ``u < m`` or ``u > 1 - m``, where the estimate is
-    ``+-Df (u - 1/2)``: ``2 Df^2 int_0^m (u - 1/2)^2 du - g^2``; ``disarm``: value
-    ``Df s(|phi|) / 2`` with probability ``2m``. ``g = p (1 - p) Df``.
+    One draw is one unit of the estimator's budget (a pair for ARM and DisARM). The closed forms
+    live with the estimators (``Estimator.one_unit_variance``); an estimator without one is refused.
     """
-    p = 1 / (1 + math.exp(-logit))
-    m = min(p, 1 - p)
-    df = f1 - f0
-    g = p * (1 - p) * df
-    if estimator == "reinforce":
-        second = p * f1**2 * (1 - p) ** 2 + (1 - p) * f0**2 * p**2
-    elif estimator == "ar":
-        # int (1 - 2u)^2 du = -(1 - 2u)^3 / 6
-        prim = lambda u: -((1 - 2 * u) ** 3) / 6  # noqa: E731
-        second = f1**2 * (prim(p) - prim(0)) + f0**2 * (prim(1) - prim(p))
-    elif estimator == "arm":
-        prim = lambda u: (u - 0.5) ** 3 / 3  # noqa: E731
-        second = 2 * df**2 * (prim(m) - prim(0))
-    elif estimator == "disarm":
-        second = 2 * m * (df * (1 - m) / 2) ** 2
-    else:
-        raise ValueError(f"no closed-form variance for {estimator!r}; known: reinforce, ar, arm, disarm")
-    return second - g**2
+    est = get_estimator(estimator)
+    variance = est.one_unit_variance(logit, f0, f1)
+    if variance is None:
+        raise ValueError(f"no closed-form variance for {est.name!r}; known: {', '.join(closed_form_estimators())}")
+    return variance
+
+
+def closed_form_estimators() -> list[str]:
+    """The estimators whose one-unit variance has a closed form (:func:`exact_variance_1d`)."""
+    return [n for n in select() if get_estimator(n).one_unit_variance(0.0, 0.0, 1.0) is not None]

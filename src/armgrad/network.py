@@ -4,7 +4,7 @@ A chain ``x -> b_1 -> b_2 -> ... -> b_T`` with ``q(b_t | b_{t-1}) = Bernoulli(s(
 ``phi_t = layer_t(h_{t-1})`` (``h_0 = x``, ``h_t = b_t``). The objective ``f(b_1, ..., b_T)`` is a
 function of a whole configuration, evaluated separately for every batch element.
 
-The recipe (ARM paper, Algorithm 2; DESIGN.md section 1), for every layer ``t``:
+The recipe (ARM paper, Algorithm 2; docs/design.md section 4), for every layer ``t``:
 
 1. draw one ancestral sample ``b_1, ..., b_{T-1}`` (it fixes the layers below ``t``);
 2. form the estimator's samples for layer ``t`` from its logits ``phi_t`` (an antithetic pair for
@@ -13,19 +13,23 @@ The recipe (ARM paper, Algorithm 2; DESIGN.md section 1), for every layer ``t``:
 4. evaluate ``f`` on every complete configuration, and let the estimator turn the values into
    the gradient for ``phi_t``.
 
-For estimators that evaluate ``f`` only at binary points (those with ``sample``/``combine``
-phases: reinforce, reinforce_loo, ar, arm, disarm, arms), the branches of ALL layers are stacked
-into ONE call of ``f`` with ``sum_t K_t`` configurations (``2T`` for ARM). The pathwise
-estimators (gumbel, st) make one call per layer, and the layers above a relaxed sample are drawn
-hard (their gradient path through later layers is not followed: both are biased anyway).
-REBAR and RELAX work on one-layer chains only: with layers above, their control ``c(z)`` would
-need the upper layers relaxed too, with noise shared between ``c(z)`` and ``c(z~)`` (Tucker et al.,
-2017, section 3.3), which is not implemented; drawing them hard would bias the gradient, so a
-clear error is raised instead.
+For estimators that evaluate ``f`` only at binary points (:class:`BinaryPointEstimator` s, with
+``sample``/``combine`` phases: reinforce, reinforce_loo, ar, arm, disarm, arms), the branches of
+ALL layers are stacked into ONE call of ``f`` with ``sum_t K_t`` configurations (``2T`` for ARM).
+The others make one call per layer; for the biased pathwise ones (gumbel, st) the layers above a
+relaxed sample are drawn hard (their gradient path through later layers is not followed: both
+are biased anyway). Unbiased estimators that evaluate ``f`` at relaxed points (REBAR, RELAX) work
+on one-layer chains only: with layers above, their control ``c(z)`` would need the upper layers
+relaxed too, with noise shared between ``c(z)`` and ``c(z~)`` (Tucker et al., 2017, section 3.3),
+which is not implemented; drawing them hard would bias the gradient, so a clear error is raised
+instead. ``exact`` on a chain of several layers enumerates every configuration of every layer
+jointly (``prod_t 2^{D_t}`` evaluations, at most ``2^20``): the exact expectation and gradients.
 
 Every configuration evaluated is a sample from ``q(b_1, ..., b_T | x)``: each branch has the
 right marginal given the layers below. So the mean of ``f`` over all of them is an unbiased
-estimate of ``E_q[f]``, and its pathwise gradient trains whatever ``f`` closes over (a decoder)
+estimate of ``E_q[f]`` (each layer's estimator weights its own configurations, see
+:func:`armgrad.estimators.base.value_of`, and the layers' estimates are averaged), and its
+pathwise gradient trains whatever ``f`` closes over (a decoder)
 with every evaluation the estimator paid for, rather than with one extra plain sample.
 """
 
@@ -37,7 +41,9 @@ import torch
 
 from ._checks import check_logits
 from .estimators import get_estimator
-from .estimators.base import evaluate, with_gradient
+from .estimators.base import (BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, evaluate,
+                              value_of, with_gradient)
+from .estimators.exact import MAX_UNITS, all_states, check_units, log_prob
 
 Layer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -118,9 +124,10 @@ def chain_estimate(
         num_samples: the budget per layer, in evaluations of ``f`` (``T * num_samples`` in all).
 
     Returns:
-        ``(*batch)``: the mean of ``f`` over every configuration evaluated. Its gradient w.r.t. each
-        ``phi_t`` (and so the layers' parameters) is the estimator's for layer ``t``; w.r.t. anything
-        ``objective`` closes over, the pathwise gradient of that mean.
+        ``(*batch)``: the mean over layers of each layer's estimate of ``E_q[f]`` from the
+        configurations it evaluated. Its gradient w.r.t. each ``phi_t`` (and so the layers'
+        parameters) is the estimator's for layer ``t``; w.r.t. anything ``objective`` closes
+        over, the pathwise gradient of that value.
     """
     estimators = list(estimator) if isinstance(estimator, (list, tuple)) else [estimator] * len(layers)
     if len(estimators) != len(layers):
@@ -129,17 +136,15 @@ def chain_estimate(
     for spec in specs:
         spec.check_budget(num_samples)
         spec.check_options(options)
-        if spec.differentiates_f and len(layers) > 1:
-            raise ValueError(
-                f"estimator {spec.name!r} is supported on one-layer chains only: its control variate would "
-                f"need the {len(layers) - 1} layer(s) above relaxed with shared noise, which armgrad does not "
-                f"implement (see armgrad.network); use arm, disarm, reinforce_loo, arms, ar or reinforce"
-            )
+    if len(layers) > 1:
+        _check_multilayer(specs, len(layers))
+        if specs[0].evaluates_f_at == ENUMERATION:
+            return _enumerate_chain(objective, layers, x, **options)
     # the estimator of layer t replaces b_t and redraws the layers above: b_T itself is never used
     base_samples, base_logits = ancestral_sample(layers, x, generator, sample_last=False)
 
-    fused = [t for t, spec in enumerate(specs) if spec.sample is not None]
-    values, gradients = [], []  # (phi_t, its estimated gradient) for every layer
+    fused = [t for t, spec in enumerate(specs) if isinstance(spec, BinaryPointEstimator)]
+    values, gradients = [], []  # each layer's estimate of E[f]; (phi_t, its estimated gradient)
     if fused:
         configs, pieces = [], []
         for t in fused:
@@ -151,28 +156,81 @@ def chain_estimate(
         stacked, stacked_logits = configs[0] if len(configs) == 1 else (
             [torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
         fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0])
-        start = 0
+        fd, start, uniform = fb.detach(), 0, True
         for t, branch, noise in pieces:
             k = branch.shape[0]
-            result = specs[t].combine(fb[start : start + k], branch, base_logits[t].detach(), noise)
-            gradients.append((base_logits[t], result.grad))
+            grad, weights = specs[t].combine(fd[start : start + k], branch, base_logits[t].detach(), noise)
+            gradients.append((base_logits[t], grad))
+            values.append((fb[start : start + k], weights))
+            uniform = uniform and weights is None
             start += k
-        values.append(fb)
+        # every fused layer evaluates num_samples configurations: with uniform weights, the mean
+        # of the layers' means is the mean over all of them, taken in one reduction
+        values = [(fb, None)] if uniform else values
     for t, spec in enumerate(specs):
-        if spec.sample is not None:
+        if isinstance(spec, BinaryPointEstimator):
             continue
-        phi = base_logits[t] if spec.pathwise else base_logits[t].detach()
 
-        def layer_objective(branch, t=t, phi=phi):
-            samples, logits = _configurations(base_samples, base_logits, layers, t, branch, phi.detach(), generator)
+        def layer_objective(branch, t=t):
+            samples, logits = _configurations(base_samples, base_logits, layers, t, branch,
+                                              base_logits[t].detach(), generator)
             return objective(samples, logits)
 
-        noise = spec.draw_noise(num_samples, phi, generator)
-        result = spec.fn(layer_objective, phi, noise, num_samples, **options)
-        values.append(result.value.unsqueeze(0).expand(num_samples, *result.value.shape))
-        if result.grad is not None:
-            gradients.append((base_logits[t], result.grad))
-    value = (values[0] if len(values) == 1 else torch.cat(values)).mean(0)
+        # a pathwise estimator differentiates through the attached logits; the others detach them
+        noise = spec.draw_noise(num_samples, base_logits[t], generator)
+        value, grad = spec.estimate(layer_objective, base_logits[t], noise, num_samples, **options)
+        values.append((value.unsqueeze(0), None))
+        if grad is not None:
+            gradients.append((base_logits[t], grad))
+    if len(values) == 1:
+        value = value_of(*values[0])
+    else:
+        value = torch.stack([value_of(v, w) for v, w in values]).mean(0)
     for phi, g in gradients:
         value = with_gradient(value, phi, g)
     return value
+
+
+def _check_multilayer(specs, num_layers: int) -> None:
+    """Refuse what the per-layer recipe cannot do without bias on a chain of several layers."""
+    enumerating = [spec.evaluates_f_at == ENUMERATION for spec in specs]
+    if any(enumerating) and not all(enumerating):
+        raise ValueError(
+            "estimator 'exact' enumerates every layer of the chain jointly: give it for all layers, "
+            "not mixed with Monte Carlo estimators"
+        )
+    for spec in specs:
+        if spec.unbiased and spec.evaluates_f_at in (RELAXED, BINARY_AND_RELAXED):
+            raise ValueError(
+                f"estimator {spec.name!r} is supported on one-layer chains only: its control variate would "
+                f"need the {num_layers - 1} layer(s) above relaxed with shared noise, which armgrad does not "
+                f"implement (see armgrad.network); use arm, disarm, reinforce_loo, arms, ar or reinforce"
+            )
+
+
+def _enumerate_chain(objective, layers, x, max_units: int = MAX_UNITS) -> torch.Tensor:
+    """``E_q[f]`` over every configuration of every layer, ``sum_b q(b) f(b)``, with exact gradients.
+
+    ``q(b) = prod_t q(b_t | b_{t-1})`` keeps its graph to the layers' parameters, so autograd of
+    the value gives the exact gradient for the layers (the score term ``sum_b q(b) f(b) d log q``)
+    and for whatever ``objective`` closes over (``sum_b q(b) df``). At most ``2^max_units``
+    configurations in all.
+    """
+    samples, logits, log_q, units = [], [], None, 0
+    phi = layers[0](x).unsqueeze(0)  # (N = 1, *batch, D_1)
+    for t, layer in enumerate(layers):
+        if t:
+            phi = layer(samples[-1])  # (N, *batch, D_t): one row per configuration of the layers below
+        check_logits(phi)
+        units += phi.shape[-1]
+        check_units(units, max_units)
+        states = all_states(phi.shape[-1], phi.dtype, phi.device)  # (M, D_t)
+        m, rest = states.shape[0], phi.shape
+        grow = lambda v: v.unsqueeze(0).expand(m, *v.shape).reshape(m * v.shape[0], *v.shape[1:])  # noqa: E731
+        b = states.view(m, *([1] * (phi.dim() - 1)), phi.shape[-1]).expand(m, *rest).reshape(m * rest[0], *rest[1:])
+        phi = grow(phi)
+        samples, logits = [grow(s) for s in samples] + [b], [grow(p) for p in logits] + [phi]
+        step = log_prob(b, phi)
+        log_q = step if log_q is None else grow(log_q) + step
+    fb = evaluate(lambda _: objective(samples, [p.detach() for p in logits]), samples[0])
+    return value_of(fb, log_q.exp())

@@ -1,6 +1,6 @@
 """The benchmark datasets: where their files are looked for, how they are checked, split and binarised.
 
-Splits (DESIGN.md section 4): MNIST and Fashion-MNIST train on the first 50,000 training images,
+Splits (docs/design.md section 5): MNIST and Fashion-MNIST train on the first 50,000 training images,
 validate on the remaining 10,000 and test on the 10,000 test images; binarized MNIST comes split
 50k/10k/10k; Omniglot (IWAE's ``chardata.mat``) keeps its last 1,345 training images for validation.
 

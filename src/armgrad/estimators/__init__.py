@@ -1,78 +1,76 @@
-"""The estimator registry: the only place that knows the estimator names.
+"""The estimator registry: the single source of the estimator names and their metadata.
 
-``ESTIMATORS[name]`` is an :class:`~armgrad.estimators.base.Estimator`: the function, whether it
-is unbiased, how many evaluations of ``f`` a budget costs, and what noise it consumes.
-Estimators that carry trainable state (REBAR, RELAX) are ``nn.Module`` objects made by
-``ESTIMATORS[name].create(...)``; pass the object to ``armgrad.estimate`` instead of the name
-(any object with an ``as_estimator()`` method returning an :class:`Estimator` works).
+``ESTIMATORS[name]`` is an :class:`~armgrad.estimators.base.Estimator`. Everything that lists
+estimators (the diagnostics' defaults, the toy study, the CLI, the benchmarks, the tests) selects
+from here by metadata with :func:`select`, e.g. ``select(unbiased=True, evaluates_f_at=BINARY)``.
+
+Estimators with learned controls (REBAR, RELAX) are
+:class:`~armgrad.estimators.base.LearnedControlEstimator` s: the registry holds one object with the
+default controls (REBAR's is frozen and usable by name; RELAX's network depends on ``D``, so it
+must be created), and ``ESTIMATORS[name].create(num_units=D)`` makes a trainable one to pass
+instead of the name.
+
+Adding an estimator: one class (in a family module, or a module of its own) and one line below.
 """
 
 from __future__ import annotations
 
 import difflib
 
-from dataclasses import replace
-
-from . import antithetic, exact, relaxed, score
-from .base import Estimate, Estimator, evaluate
+from .antithetic import AR, ARM, ARMS, DisARM
+from .base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, Budget, Combined,
+                   Estimate, Estimator, LearnedControlEstimator, evaluate, value_of)
 from .control import ControlVariateEstimator, Rebar, Relax
+from .exact import Exact
+from .relaxed import Gumbel, StraightThrough
+from .score import Reinforce, ReinforceLOO
 
 
-def _rebar_with_default_controls(f, logits, noise, num_samples):
-    """REBAR by name: fixed controls eta = 1, tau = 0.5 (still unbiased; not trained)."""
-    rebar = Rebar().requires_grad_(False).to(dtype=logits.dtype, device=logits.device)
-    return rebar.estimate_fn(f, logits, noise, num_samples)
+def registry(*estimators: Estimator) -> dict[str, Estimator]:
+    """Name -> estimator, in the order given; refuses two estimators of one name."""
+    table = {}
+    for e in estimators:
+        if e.name in table:
+            raise ValueError(f"two estimators are named {e.name!r}")
+        table[e.name] = e
+    return table
 
 
-def _relax_needs_an_instance(*args, **options):
-    raise ValueError(
-        "estimator 'relax' carries a learned control network: create it with "
-        "armgrad.ESTIMATORS['relax'].create(num_units=D) and pass that object as the estimator"
-    )
+ESTIMATORS: dict[str, Estimator] = registry(
+    Reinforce(),
+    ReinforceLOO(),
+    AR(),
+    ARM(),
+    DisARM(),
+    ARMS(),
+    Gumbel(),
+    StraightThrough(),
+    Rebar().requires_grad_(False),
+    Relax(),
+    Exact(),
+)
 
-_PAIR = lambda num_samples, shape: (num_samples // 2, *shape)  # noqa: E731  one u per pair
 
-ESTIMATORS: dict[str, Estimator] = {
-    e.name: e
-    for e in [
-        Estimator("reinforce", None, sample=score.independent_samples, combine=score.reinforce, unbiased=True,
-                  reference="Williams, Machine Learning 1992",
-                  summary="score function f(b)(b - p)"),
-        Estimator("reinforce_loo", None, sample=score.independent_samples, combine=score.reinforce_loo,
-                  unbiased=True, min_samples=2,
-                  reference="Kool, van Hoof & Welling, ICLR workshop 2019",
-                  summary="score function with leave-one-out baseline"),
-        Estimator("ar", None, sample=score.independent_samples, combine=antithetic.ar, unbiased=True,
-                  reference="Yin & Zhou, ICLR 2019",
-                  summary="augment-REINFORCE f(1[u<p])(1 - 2u)"),
-        Estimator("arm", None, sample=antithetic.antithetic_pairs, combine=antithetic.arm, unbiased=True, group=2, group_name="antithetic pairs", min_samples=2,
-                  noise_shape=_PAIR, reference="Yin & Zhou, ICLR 2019",
-                  summary="antithetic pair (f(b1) - f(b2))(u - 1/2)"),
-        Estimator("disarm", None, sample=antithetic.antithetic_pairs, combine=antithetic.disarm, unbiased=True, group=2, group_name="antithetic pairs", min_samples=2,
-                  noise_shape=_PAIR, reference="Dong, Mnih & Tucker, NeurIPS 2020 (= U2G, Yin et al. 2020)",
-                  summary="ARM with u integrated out given the pair"),
-        Estimator("arms", None, sample=antithetic.arms_samples, combine=antithetic.arms, unbiased=True,
-                  min_samples=2,
-                  reference="Dimitriev & Zhou, ICML 2021",
-                  summary="n mutually antithetic draws (Dirichlet copula), LOO weights"),
-        Estimator("gumbel", relaxed.gumbel, unbiased=False, pathwise=True, relaxed=True,
-                  reference="Maddison, Mnih & Teh; Jang, Gu & Poole, ICLR 2017",
-                  summary="Concrete relaxation, pathwise (option temperature=0.5)"),
-        Estimator("st", relaxed.st, unbiased=False, pathwise=True,
-                  reference="Bengio, Leonard & Courville, 2013",
-                  summary="straight-through: hard forward, backward as if b = p"),
-        replace(Rebar.spec, fn=_rebar_with_default_controls),
-        replace(Relax.spec, fn=_relax_needs_an_instance),
-        Estimator("exact", None, sample=exact.enumerated_states, combine=exact.exact, unbiased=True,
-                  enumerates=True, noise_shape=None,
-                  reference="enumeration of all 2^D states",
-                  summary="exact gradient by enumeration (small D)"),
-    ]
-}
+def select(registry: dict | None = None, **criteria) -> list[str]:
+    """The names of the estimators whose attributes equal ``criteria``, in registry order.
+
+    ``select(unbiased=True, learned=False)``; ``select(evaluates_f_at=BINARY)``. A criterion may
+    also be a predicate: ``select(evaluates_f_at=lambda where: where != ENUMERATION)``.
+    """
+    table = ESTIMATORS if registry is None else registry
+    for key in criteria:
+        if not all(hasattr(e, key) for e in table.values()):
+            raise ValueError(f"estimators have no attribute {key!r} to select on")
+
+    def matches(e, key, wanted):
+        value = getattr(e, key)
+        return wanted(value) if callable(wanted) else value == wanted
+
+    return [name for name, e in table.items() if all(matches(e, k, v) for k, v in criteria.items())]
 
 
 def get_estimator(estimator) -> Estimator:
-    """Look up ``estimator`` by name (suggesting close names on a typo), or pass an object through."""
+    """Look up ``estimator`` by name (suggesting close names on a typo), or pass an estimator through."""
     if isinstance(estimator, str):
         try:
             return ESTIMATORS[estimator]
@@ -84,13 +82,12 @@ def get_estimator(estimator) -> Estimator:
             ) from None
     if isinstance(estimator, Estimator):
         return estimator
-    if hasattr(estimator, "as_estimator"):
-        return estimator.as_estimator()
     raise TypeError(
         f"estimator must be a name from armgrad.ESTIMATORS or an estimator object, got "
         f"{type(estimator).__name__}"
     )
 
 
-__all__ = ["ESTIMATORS", "ControlVariateEstimator", "Estimate", "Estimator", "Rebar", "Relax",
-           "evaluate", "get_estimator"]
+__all__ = ["BINARY", "BINARY_AND_RELAXED", "ENUMERATION", "ESTIMATORS", "RELAXED", "BinaryPointEstimator",
+           "Budget", "Combined", "ControlVariateEstimator", "Estimate", "Estimator", "LearnedControlEstimator",
+           "Rebar", "Relax", "evaluate", "get_estimator", "registry", "select", "value_of"]

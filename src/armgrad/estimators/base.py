@@ -1,106 +1,154 @@
-"""What every estimator shares: the result type, the registry entry, and the one call of ``f``.
+"""The estimator type: what every estimator is, says about itself, and shares (docs/design.md section 3).
 
-An estimator is a function ``fn(f, logits, noise, num_samples, **options) -> Estimate``:
+An estimator is an object of a subclass of :class:`Estimator`. Its metadata are attributes that
+callers select on (the registry, the tests, the CLI and the benchmarks never list names by hand):
 
-- ``f`` maps stacked binary samples ``b`` of shape ``(S, *batch, D)`` to ``(S, *batch)``;
-- ``logits`` has shape ``(*batch, D)`` and may carry an autograd graph;
-- ``noise`` holds uniforms in (0, 1) of shape ``Estimator.noise_shape(num_samples, logits.shape)``
-  (``None`` for estimators that draw nothing), so that several estimators can be fed the same
-  noise (common random numbers);
-- it calls ``f`` exactly once and returns ``Estimate(value, grad)``.
+- ``name``, ``reference``, ``summary``: who it is, where it comes from, one line for tables;
+- ``unbiased``: whether ``E[grad] = d E[f] / d logits`` exactly;
+- ``evaluates_f_at``: :data:`BINARY` points, :data:`RELAXED` points in (0, 1), both
+  (:data:`BINARY_AND_RELAXED`, REBAR and RELAX) or every state (:data:`ENUMERATION`);
+- ``budget``: how the budget of ``f`` evaluations is spent (:class:`Budget`: single draws,
+  antithetic pairs, triples, any ``n``);
+- ``needs_df_db``: the estimator differentiates ``f`` with respect to ``b`` (``f`` must be
+  differentiable in its input);
+- ``learned``: it carries trainable control parameters (:class:`LearnedControlEstimator`, an
+  ``nn.Module``);
+- ``options``: the keyword options it takes (``temperature`` for ``gumbel``, ...).
 
-``value`` (shape ``(*batch)``) is the Monte Carlo estimate of ``E[f(b)]``, still attached to the
-graph of anything ``f`` closes over. ``grad`` (shape ``(*batch, D)``, no graph) is the estimate
-of ``d E[f] / d logits`` for score-function estimators; it is ``None`` for pathwise estimators,
-whose gradient flows through ``value`` itself.
+Every estimator implements :meth:`Estimator.estimate` ``(f, logits, noise, num_samples, **options)
+-> Estimate``: it calls ``f`` exactly once on stacked samples ``(S, *batch, D)`` and returns the
+value (``(*batch)``, the estimate of ``E[f]``, attached to the graph of whatever ``f`` closes over)
+and ``grad`` (``(*batch, D)``, no graph), or ``grad = None`` for a pathwise estimator, whose
+gradient flows through ``value`` itself. Only a pathwise estimator's value may depend on the logits
+through autograd; the others work on ``logits.detach()``.
 
-Estimators that evaluate ``f`` only at binary points and never differentiate it come in two
-phases, ``sample(logits, noise, **options) -> b`` and ``combine(f(b), b, logits, noise) -> Estimate``,
-and ``fn`` is their composition. The split lets a caller evaluate the samples of many estimates
-(for instance every layer of a deep model, :mod:`armgrad.network`) in one fused call of ``f``.
+Estimators that evaluate ``f`` at binary points (:class:`BinaryPointEstimator`) come in phases,
+``sample(logits, noise) -> b`` and ``combine(fb, b, logits, noise) -> Combined(grad, weights)``,
+where ``weights`` turn the values of ``f`` into the estimate's value: ``None`` for the Monte
+Carlo mean (``1/S`` each), ``q(b)`` for enumeration. :func:`value_of` is the one place that
+applies them, for :func:`armgrad.estimate`, :func:`armgrad.grad`, the diagnostics and
+:func:`armgrad.network.chain_estimate` alike. The split lets a caller evaluate the samples of
+many estimates (every layer of a deep model) in one fused call of ``f``.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
 import torch
+from torch import nn
 
 from .._checks import check_finite
 
+BINARY = "binary"
+RELAXED = "relaxed"
+BINARY_AND_RELAXED = "binary and relaxed"
+ENUMERATION = "enumeration"
+
 
 class Estimate(NamedTuple):
-    """``value``: ``(*batch)`` estimate of ``E[f]``; ``grad``: ``(*batch, D)`` or ``None``."""
+    """``value``: ``(*batch)`` estimate of ``E[f]``; ``grad``: ``(*batch, D)``, or ``None`` (pathwise)."""
 
     value: torch.Tensor
     grad: Optional[torch.Tensor]
 
 
-def _same_shape_noise(num_samples: int, logits_shape: torch.Size) -> tuple:
-    return (num_samples, *logits_shape)
+class Combined(NamedTuple):
+    """What :meth:`BinaryPointEstimator.combine` returns: the gradient, and the weights of the value.
+
+    ``weights`` is ``None`` for the plain Monte Carlo mean of the ``S`` values, or a tensor
+    ``(S, *batch)`` (``q(b)`` for enumeration); see :func:`value_of`.
+    """
+
+    grad: torch.Tensor
+    weights: Optional[torch.Tensor] = None
+
+
+def value_of(fb: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """The estimate of ``E[f]`` from ``f``'s values ``fb`` ``(S, *batch)``: ``sum_s w_s f_s``."""
+    return fb.mean(0) if weights is None else (weights * fb).sum(0)
 
 
 @dataclass(frozen=True)
-class Estimator:
-    """A registry entry: the estimator function and the facts a caller needs about it.
+class Budget:
+    """How an estimator spends its budget of ``num_samples`` evaluations of ``f`` per batch element.
 
-    Attributes:
-        name: the registry key.
-        fn: ``fn(f, logits, noise, num_samples, **options) -> Estimate``.
-        unbiased: whether ``E[grad] = d E[f] / d logits`` exactly.
-        pathwise: the gradient comes through autograd of ``f`` (``Estimate.grad is None``).
-        relaxed: ``f`` is evaluated at values in (0, 1), not only at {0, 1}.
-        group: the budget is spent in groups of this many evaluations of ``f`` (2 for the
-            antithetic pairs of ARM and DisARM, 3 for REBAR/RELAX), so it must be a multiple.
-        group_name: what one group is called, for error messages.
-        min_samples: the smallest budget the estimator accepts.
-        differentiates_f: the estimator itself differentiates ``f`` (through autograd) to form
-            its gradient, so ``f`` must be differentiable in ``b``.
-        create: for estimators with trainable state (REBAR, RELAX), the class whose instances
-            carry that state: ``ESTIMATORS["relax"].create(num_units=D)``.
-        sample, combine: the two phases of a binary-point estimator (module docstring); when
-            given, ``fn`` is built from them.
-        noise_shape: ``(num_samples, logits.shape) -> shape of the uniforms``, or ``None``
-            when the estimator draws no noise.
-        reference: where the estimator comes from.
-        summary: one line for tables.
+    ``group`` evaluations make one unit (1: independent draws, 2: antithetic pairs, 3: REBAR's
+    triples), called ``unit`` in messages and tables; ``minimum`` is the smallest budget.
     """
 
+    group: int = 1
+    unit: str = "draws"
+    minimum: int = 1
+
+    def check(self, num_samples, name: str) -> None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+            raise TypeError(
+                f"num_samples must be an int (the number of f evaluations per batch element), "
+                f"got {type(num_samples).__name__}"
+            )
+        if num_samples < self.minimum:
+            raise ValueError(
+                f"num_samples={num_samples} is too small for estimator {name!r}: "
+                f"it needs at least {self.minimum} f evaluations per batch element"
+            )
+        if num_samples % self.group:
+            must = "even" if self.group == 2 else f"a multiple of {self.group}"
+            raise ValueError(
+                f"estimator {name!r} spends its budget in {self.unit}: num_samples must be {must}, "
+                f"got {num_samples}"
+            )
+
+    def valid(self, num_samples: int) -> int:
+        """The smallest budget this rule accepts that is at least ``num_samples``."""
+        budget = max(num_samples, self.minimum)
+        return budget + (-budget) % self.group
+
+    def allowed(self, maximum: int) -> list[int]:
+        """Every budget this rule accepts up to ``maximum``."""
+        return list(range(self.valid(1), maximum + 1, self.group))
+
+    def describe(self) -> str:
+        return f"S (S/{self.group} {self.unit})" if self.group > 1 else "S"
+
+
+class Estimator:
+    """The base of every estimator; subclasses set the metadata and implement :meth:`estimate`."""
+
     name: str
-    fn: Optional[Callable[..., Estimate]]
-    unbiased: bool
     reference: str
     summary: str
-    pathwise: bool = False
-    relaxed: bool = False
-    group: int = 1
-    group_name: str = ""
-    min_samples: int = 1
-    differentiates_f: bool = False
-    create: Optional[Callable[..., object]] = None
-    sample: Optional[Callable[..., torch.Tensor]] = None
-    combine: Optional[Callable[..., Estimate]] = None
+    unbiased: bool
+    evaluates_f_at: str = BINARY
+    budget: Budget = Budget()
+    needs_df_db: bool = False
+    learned: bool = False
+    options: tuple = ()
 
-    def __post_init__(self):
-        if self.fn is None and self.sample is not None and self.combine is not None:
-            object.__setattr__(self, "fn", self._sample_evaluate_combine)
+    def estimate(self, f: Callable, logits: torch.Tensor, noise, num_samples: int, **options) -> Estimate:
+        raise NotImplementedError
 
-    def _sample_evaluate_combine(self, f, logits, noise, num_samples, **options) -> Estimate:
-        phi = logits.detach()
-        b = self.sample(phi, noise, **options)
-        return self.combine(evaluate(f, b), b, phi, noise)
-    noise_shape: Optional[Callable[[int, torch.Size], tuple]] = field(default=_same_shape_noise)
-    enumerates: bool = False
+    def __repr__(self) -> str:
+        return f"<estimator {self.name!r}>"
+
+    # ---- the budget and the noise -----------------------------------------------------------
 
     def evaluations(self, num_samples: int, num_units: int | None = None) -> int:
         """Number of ``f`` evaluations per batch element for a budget of ``num_samples``."""
-        if self.enumerates:
-            if num_units is None:
-                raise ValueError(f"{self.name!r} costs 2**D evaluations: pass num_units=D")
-            return 2**num_units
         return num_samples
+
+    def check_budget(self, num_samples) -> None:
+        """Raise a clear error unless ``num_samples`` is a budget this estimator accepts."""
+        self.budget.check(num_samples, self.name)
+
+    def valid_budget(self, num_samples: int) -> int:
+        """The smallest budget this estimator accepts that is at least ``num_samples``."""
+        return self.budget.valid(num_samples)
+
+    def noise_shape(self, num_samples: int, logits_shape: torch.Size) -> Optional[tuple]:
+        """Shape of the uniforms one estimate consumes, or ``None`` if it draws none."""
+        return (num_samples, *logits_shape)
 
     def draw_noise(self, num_samples: int, logits: torch.Tensor, generator=None):
         """Uniforms in (0, 1) for this estimator, budget and logits, from ``generator``.
@@ -108,56 +156,114 @@ class Estimator:
         Feed the same tensor to several estimators (``noise=``) for common random numbers:
         AR with budget ``S`` and ARM/DisARM with budget ``2S`` read the same shape.
         """
-        if self.noise_shape is None:
-            return None
         shape = self.noise_shape(num_samples, logits.shape)
+        if shape is None:
+            return None
         u = torch.rand(shape, generator=generator, dtype=logits.dtype, device=logits.device)
         return u.clamp_(min=torch.finfo(logits.dtype).tiny)  # rand is [0, 1): keep log/logit finite
 
-    def check_budget(self, num_samples) -> None:
-        """Raise a clear error unless ``num_samples`` is a budget this estimator accepts."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-            raise TypeError(
-                f"num_samples must be an int (the number of f evaluations per batch element), "
-                f"got {type(num_samples).__name__}"
-            )
-        if self.enumerates:
-            return
-        if num_samples < self.min_samples:
-            raise ValueError(
-                f"num_samples={num_samples} is too small for estimator {self.name!r}: "
-                f"it needs at least {self.min_samples} f evaluations per batch element"
-            )
-        if num_samples % self.group:
-            must = "even" if self.group == 2 else f"a multiple of {self.group}"
-            raise ValueError(
-                f"estimator {self.name!r} spends its budget in {self.group_name}: num_samples must "
-                f"be {must}, got {num_samples}"
-            )
+    # ---- options ------------------------------------------------------------------------------
 
     def option_names(self) -> tuple:
         """The keyword options this estimator takes (``temperature`` for ``gumbel``, ...)."""
-        target = self.sample if self.sample is not None else self.fn
-        standard = {"f", "logits", "noise", "u", "num_samples", "self"}
-        params = inspect.signature(target).parameters.values()
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return ("*",)
-        return tuple(p.name for p in params if p.name not in standard and p.kind is not p.VAR_POSITIONAL)
+        return tuple(self.options)
 
     def check_options(self, options: dict) -> None:
         """Raise a clear error for an option this estimator does not take (a typo would be silent)."""
-        if not options:
-            return
-        allowed = self.option_names()
-        unknown = sorted(set(options) - set(allowed)) if "*" not in allowed else []
+        unknown = sorted(set(options) - set(self.options))
         if unknown:
-            takes = f"its options: {', '.join(allowed)}" if allowed else "it takes no options"
+            takes = f"its options: {', '.join(self.options)}" if self.options else "it takes no options"
             raise ValueError(f"estimator {self.name!r} has no option {', '.join(map(repr, unknown))}; {takes}")
 
-    def valid_budget(self, num_samples: int) -> int:
-        """The smallest budget this estimator accepts that is at least ``num_samples``."""
-        budget = max(num_samples, self.min_samples)
-        return budget + (-budget) % self.group
+    # ---- what a closed form knows ----------------------------------------------------------------
+
+    def one_unit_variance(self, logit: float, f0: float, f1: float) -> Optional[float]:
+        """Exact variance of a one-draw estimate for one unit with ``f(0) = f0``, ``f(1) = f1``.
+
+        ``None`` where no closed form is implemented; one draw is one unit of :attr:`budget`.
+        """
+        return None
+
+
+class BinaryPointEstimator(Estimator):
+    """An estimator that evaluates ``f`` only at binary points and never differentiates it.
+
+    Subclasses implement :meth:`sample` and :meth:`combine`; :meth:`estimate` is their composition
+    around the one call of ``f``, and :func:`armgrad.network.chain_estimate` fuses the samples of
+    every layer into one call. ``combine`` receives ``f``'s values detached.
+    """
+
+    evaluates_f_at = BINARY
+
+    def sample(self, logits: torch.Tensor, noise, **options) -> torch.Tensor:
+        """The samples ``(S, *batch, D)`` at which ``f`` is evaluated, from detached ``logits``."""
+        raise NotImplementedError
+
+    def combine(self, fb: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Combined:
+        """The gradient estimate ``(*batch, D)`` and the value's weights, from ``fb = f(b)`` ``(S, *batch)``."""
+        raise NotImplementedError
+
+    def estimate(self, f, logits, noise, num_samples, **options) -> Estimate:
+        phi = logits.detach()
+        b = self.sample(phi, noise, **options)
+        fb = evaluate(f, b)
+        grad, weights = self.combine(fb.detach(), b, phi, noise)
+        return Estimate(value_of(fb, weights), grad)
+
+
+class LearnedControlEstimator(Estimator, nn.Module):
+    """An estimator with trainable control parameters (REBAR, RELAX), an ``nn.Module``.
+
+    Create one with ``ESTIMATORS[name].create(num_units=D)``; pass the object wherever a name is
+    accepted. Each estimate made in training mode stores the gradient of its variance objective
+    with respect to :meth:`parameters`; :meth:`backward_variance` accumulates it into their
+    ``.grad`` for the caller's optimiser (never into the model's parameters). In eval mode
+    (``.eval()``) nothing is stored. Checkpoint it with ``state_dict``.
+    """
+
+    learned = True
+
+    def __init__(self):
+        nn.Module.__init__(self)
+        self._variance = None
+
+    @classmethod
+    def create(cls, num_units: int | None = None, **controls) -> "LearnedControlEstimator":
+        """A fresh estimator with its own controls, for logits with ``num_units`` units."""
+        return cls(num_units=num_units, **controls)
+
+    def __repr__(self) -> str:
+        return nn.Module.__repr__(self)
+
+    def store_variance_gradient(self, grad: torch.Tensor) -> None:
+        """Differentiate the variance objective ``mean |g|^2`` w.r.t. the trainable controls, now.
+
+        Called by :meth:`estimate` on its ``grad`` (still attached to the controls), with the graph
+        retained, so the caller may backpropagate the model's loss and call
+        :meth:`backward_variance` in either order. The control leaves ``E[g]`` unchanged, so
+        minimising ``E|g|^2`` minimises the variance.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not self.training or not params or not grad.requires_grad:
+            self._variance = None
+            return
+        loss = (grad**2).sum(-1).mean()
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        self._variance = (loss.detach(), list(zip(params, grads)))
+
+    def backward_variance(self) -> torch.Tensor:
+        """Accumulate ``d mean|g|^2 / d controls`` of the last estimate into their ``.grad``; return ``mean|g|^2``."""
+        if self._variance is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: no estimate with trainable controls made since the last call; "
+                "call armgrad.estimate or armgrad.grad with this object first"
+            )
+        loss, grads = self._variance
+        for param, g in grads:
+            if g is not None:
+                param.grad = g.detach() if param.grad is None else param.grad + g.detach()
+        self._variance = None
+        return loss
 
 
 def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
@@ -190,11 +296,11 @@ def bernoulli(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
 
 
 def require_differentiable(out: torch.Tensor, b: torch.Tensor, name: str) -> None:
-    """Raise a clear error when ``f``'s output does not depend differentiably on relaxed ``b``.
+    """Raise a clear error when ``f``'s output does not depend differentiably on ``b``.
 
-    Estimators that differentiate ``f`` (``gumbel``, ``st``, ``rebar``, ``relax``) need ``f`` to
-    accept values in (0, 1) and pass gradients: thresholding, indexing with or casting ``b`` to
-    integers cuts the graph and would silently give a zero or wrong gradient.
+    Estimators that differentiate ``f`` (``needs_df_db``) need ``f`` to pass gradients to its
+    input: thresholding, indexing with or casting ``b`` to integers cuts the graph and would
+    silently give a zero or wrong gradient.
     """
     if b.requires_grad and not out.requires_grad:
         raise ValueError(

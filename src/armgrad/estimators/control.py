@@ -1,6 +1,6 @@
 """REBAR and RELAX: REINFORCE with a control variate built from a continuous relaxation.
 
-Notation as in DESIGN.md section 1: ``phi`` logits ``(*batch, D)``, ``p = s(phi)``,
+Notation as in docs/design.md section 1: ``phi`` logits ``(*batch, D)``, ``p = s(phi)``,
 ``z = phi + logit(u)``, ``b = H(z) = 1[z > 0]`` (a Bernoulli(p) draw), and ``z~`` drawn from
 ``z | b`` with fresh ``v ~ U(0, 1)``, reparameterised so that it depends on ``phi``:
 
@@ -20,8 +20,9 @@ bug that biases the estimate.
 - RELAX: ``c(z) = eta f(s(z / tau)) + r_rho(s(z / tau))`` with a small neural network ``r``.
 
 The control parameters are trained, as in the papers, to minimise the estimator's variance, i.e.
-``E[|g|^2]`` (the mean is untouched by the control). The estimator objects are ``nn.Module`` s:
-after each estimate, :meth:`ControlVariateEstimator.backward_variance` accumulates the gradient of
+``E[|g|^2]`` (the mean is untouched by the control). The estimators are
+:class:`~armgrad.estimators.base.LearnedControlEstimator` s (``nn.Module`` s): after each
+estimate, ``backward_variance`` accumulates the gradient of
 ``mean |g|^2`` into the control parameters' ``.grad`` only (never into the model's parameters,
 even when ``f`` closes over them), for the caller's own optimiser to step::
 
@@ -38,12 +39,10 @@ be differentiable in them.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import nn
 
-from .base import Estimate, Estimator, evaluate, require_differentiable
+from .base import BINARY_AND_RELAXED, Budget, Estimate, LearnedControlEstimator, evaluate, require_differentiable
 
 
 def conditional_relaxed(logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -57,19 +56,17 @@ def conditional_relaxed(logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) 
     return torch.where(b > 0, above, below)
 
 
-def _triples(num_samples: int, shape: torch.Size) -> tuple:
-    return (2, num_samples // 3, *shape)  # u for z and v for z~, one of each per draw
-
-
-class ControlVariateEstimator(nn.Module):
+class ControlVariateEstimator(LearnedControlEstimator):
     """Base of REBAR and RELAX: the estimator of the module docstring with a control ``c``.
 
     Subclasses define :meth:`control`, mapping relaxed samples ``(S, *batch, D)`` and their
     ``f`` values ``(S, *batch)`` to ``c`` of shape ``(S, *batch)``.
-    Pass the object wherever an estimator name is accepted (``armgrad.estimate(f, logits, est, 3)``).
     """
 
-    spec: Estimator
+    unbiased = True
+    evaluates_f_at = BINARY_AND_RELAXED
+    budget = Budget(group=3, unit="triples", minimum=3)
+    needs_df_db = True
 
     def __init__(self, num_units: int | None = None, temperature: float = 0.5, scale: float = 1.0):
         super().__init__()
@@ -77,21 +74,19 @@ class ControlVariateEstimator(nn.Module):
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         self.log_temperature = nn.Parameter(torch.tensor(float(temperature)).log())
         self.scale = nn.Parameter(torch.tensor(float(scale)))
-        self._variance = None
 
     @property
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def as_estimator(self) -> Estimator:
-        """The registry entry for this object, with its ``fn`` bound to these parameters."""
-        return replace(self.spec, fn=self.estimate_fn)
+    def noise_shape(self, num_samples, logits_shape):
+        return (2, num_samples // 3, *logits_shape)  # u for z and v for z~, one of each per draw
 
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:
-        return self.scale * f_relaxed
+        return self.scale.to(f_relaxed.dtype) * f_relaxed
 
-    def estimate_fn(self, f, logits, noise, num_samples) -> Estimate:
-        """Estimator function (see :mod:`armgrad.estimators.base`); differentiates the variance too."""
+    def estimate(self, f, logits, noise, num_samples) -> Estimate:
+        """The estimate of the module docstring; in training mode, also the variance objective's gradient."""
         with torch.enable_grad():
             phi = logits.detach().requires_grad_(True)
             u, v = noise[0].to(phi.dtype), noise[1].to(phi.dtype)
@@ -102,7 +97,7 @@ class ControlVariateEstimator(nn.Module):
             relaxed = torch.sigmoid(torch.cat([z, z_cond]) / tau)
             stacked = torch.cat([b, relaxed])
             fb = evaluate(f, stacked)
-            require_differentiable(fb, stacked, self.spec.name)
+            require_differentiable(fb, stacked, self.name)
             draws = b.shape[0]
             f_hard, f_relaxed = fb[:draws], fb[draws:]
             c = self.control(relaxed, f_relaxed)
@@ -110,66 +105,54 @@ class ControlVariateEstimator(nn.Module):
             (pathwise,) = torch.autograd.grad((c_z - c_cond).sum(), phi, create_graph=True)
             score = b - torch.sigmoid(phi.detach())
             grad = ((f_hard.detach() - c_cond).unsqueeze(-1) * score).mean(0) + pathwise / draws
-            self._store_variance_gradient(grad)
+            self.store_variance_gradient(grad)
         return Estimate(f_hard.mean(0), grad.detach())
-
-    def _store_variance_gradient(self, grad: torch.Tensor) -> None:
-        """Differentiate ``mean |g|^2`` w.r.t. the trainable control parameters, right away.
-
-        Done inside the estimate, with the graph retained, so that the caller may backpropagate
-        the model's loss and call :meth:`backward_variance` in either order. Skipped in eval mode
-        (``estimator.eval()``), e.g. while diagnostics draw many estimates.
-        """
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not self.training or not params or not grad.requires_grad:
-            self._variance = None
-            return
-        loss = (grad**2).sum(-1).mean()
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        self._variance = (loss.detach(), list(zip(params, grads)))
-
-    def backward_variance(self) -> torch.Tensor:
-        """Accumulate ``d mean|g|^2 / d control parameters`` of the last estimate into their ``.grad``.
-
-        ``mean|g|^2`` (over the batch) is the variance objective of REBAR and RELAX: the control
-        leaves the mean of ``g`` unchanged. Only this module's parameters receive gradient, even
-        when ``f`` closes over model parameters. Returns the objective's value.
-        """
-        if self._variance is None:
-            raise RuntimeError(
-                f"{type(self).__name__}: no estimate with trainable controls made since the last call; "
-                "call armgrad.estimate or armgrad.grad with this object first"
-            )
-        loss, grads = self._variance
-        for param, g in grads:
-            if g is not None:
-                param.grad = g.detach() if param.grad is None else param.grad + g.detach()
-        self._variance = None
-        return loss
 
 
 class Rebar(ControlVariateEstimator):
     """REBAR (Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein, NeurIPS 2017).
 
     ``c(z) = eta f(s(z / tau))``; ``eta`` (``scale``) and ``tau`` (``temperature``) are parameters.
-    ``num_units`` is accepted, and unused, so that every estimator class is created alike.
+    ``num_units`` is accepted, and unused, so that every estimator class is created alike. By name
+    (``"rebar"``), the registry's object is used: fixed controls ``eta = 1``, ``tau = 0.5``
+    (unbiased, not trained).
     """
+
+    name = "rebar"
+    reference = "Tucker et al., NeurIPS 2017"
+    summary = "REINFORCE + control eta f(s(z/tau)); f at b, s(z/tau), s(z~/tau)"
 
 
 class Relax(ControlVariateEstimator):
     """RELAX (Grathwohl, Choi, Wu, Roeder & Duvenaud, ICLR 2018) for Bernoulli units.
 
     ``c(z) = eta f(s(z / tau)) + r(s(z / tau))``, ``r`` an MLP ``D -> hidden -> hidden -> 1``
-    (tanh), whose last layer starts at zero so that RELAX starts as REBAR.
+    (tanh), whose last layer starts at zero so that RELAX starts as REBAR. Its size depends on
+    ``D``: the registry's object (``num_units=None``) has no network and refuses to estimate; make
+    one with ``ESTIMATORS["relax"].create(num_units=D)``.
     """
 
-    def __init__(self, num_units: int, hidden: int = 32, temperature: float = 0.5, scale: float = 1.0):
+    name = "relax"
+    reference = "Grathwohl et al., ICLR 2018"
+    summary = "REBAR control + learned network r(s(z/tau))"
+
+    def __init__(self, num_units: int | None = None, hidden: int = 32, temperature: float = 0.5, scale: float = 1.0):
         super().__init__(num_units, temperature, scale)
-        self.network = nn.Sequential(
-            nn.Linear(num_units, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)
-        )
-        nn.init.zeros_(self.network[-1].weight)
-        nn.init.zeros_(self.network[-1].bias)
+        self.network = None
+        if num_units is not None:
+            self.network = nn.Sequential(
+                nn.Linear(num_units, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+            )
+            nn.init.zeros_(self.network[-1].weight)
+            nn.init.zeros_(self.network[-1].bias)
+
+    def estimate(self, f, logits, noise, num_samples) -> Estimate:
+        if self.network is None:
+            raise ValueError(
+                "estimator 'relax' carries a learned control network: create it with "
+                "armgrad.ESTIMATORS['relax'].create(num_units=D) and pass that object as the estimator"
+            )
+        return super().estimate(f, logits, noise, num_samples)
 
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:
         if relaxed.shape[-1] != self.network[0].in_features:
@@ -182,18 +165,4 @@ class Relax(ControlVariateEstimator):
                 f"this Relax estimator's network is {self.network[0].weight.dtype} but the logits are "
                 f"{relaxed.dtype}: move it with .to({relaxed.dtype})"
             )
-        return self.scale * f_relaxed + self.network(relaxed).squeeze(-1)
-
-
-def _spec(name: str, reference: str, summary: str, create) -> Estimator:
-    return Estimator(
-        name, fn=None, unbiased=True, reference=reference, summary=summary, relaxed=True,
-        group=3, group_name="triples", min_samples=3,
-        noise_shape=_triples, differentiates_f=True, create=create,
-    )
-
-
-Rebar.spec = _spec("rebar", "Tucker et al., NeurIPS 2017",
-                   "REINFORCE + control eta f(s(z/tau)); f at b, s(z/tau), s(z~/tau)", Rebar)
-Relax.spec = _spec("relax", "Grathwohl et al., ICLR 2018",
-                   "REBAR control + learned network r(s(z/tau))", Relax)
+        return super().control(relaxed, f_relaxed) + self.network(relaxed).squeeze(-1)

@@ -1,44 +1,60 @@
 """Score-function (REINFORCE) estimators.
 
-Notation as in DESIGN.md section 1: ``phi`` logits ``(*batch, D)``, ``p = sigmoid(phi)``,
+Notation as in docs/design.md section 1: ``phi`` logits ``(*batch, D)``, ``p = sigmoid(phi)``,
 ``b ~ Bernoulli(p)``, and ``d log q(b) / d phi = b - p``.
-
-Each estimator that evaluates ``f`` only at binary points comes in two phases (see
-:mod:`armgrad.estimators.base`): ``sample(logits, noise) -> b`` of shape ``(S, *batch, D)`` and
-``combine(fb, b, logits, noise) -> Estimate`` from the values ``fb = f(b)`` of shape ``(S, *batch)``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .base import Estimate, bernoulli
+from .base import BinaryPointEstimator, Budget, Combined, bernoulli
 
 
-def independent_samples(logits, noise):
-    """``b_s = 1[u_s < p]``: ``S`` independent Bernoulli draws, ``(S, *batch, D)``."""
-    return bernoulli(noise, torch.sigmoid(logits))
+class IndependentDraws(BinaryPointEstimator):
+    """Base of the estimators that evaluate ``f`` at ``S`` independent draws ``b_s = 1[u_s < p]``."""
+
+    def sample(self, logits, noise):
+        """``b_s = 1[u_s < p]``: ``S`` independent Bernoulli draws, ``(S, *batch, D)``."""
+        return bernoulli(noise, torch.sigmoid(logits))
 
 
-def reinforce(fb, b, logits, noise) -> Estimate:
+class Reinforce(IndependentDraws):
     """REINFORCE (Williams, 1992), averaged over ``S = num_samples`` independent draws.
 
     ``g_d = 1/S sum_s f(b_s) (b_s,d - p_d)``, ``b_s = 1[u_s < p]``, ``u`` of shape ``(S, *batch, D)``.
     Unbiased; one f evaluation per draw; high variance because ``f`` has no baseline.
     """
-    grad = (fb.detach().unsqueeze(-1) * (b - torch.sigmoid(logits))).mean(0)
-    return Estimate(fb.mean(0), grad)
+
+    name, unbiased = "reinforce", True
+    reference = "Williams, Machine Learning 1992"
+    summary = "score function f(b)(b - p)"
+
+    def combine(self, fb, b, logits, noise) -> Combined:
+        return Combined((fb.unsqueeze(-1) * (b - torch.sigmoid(logits))).mean(0))
+
+    def one_unit_variance(self, logit, f0, f1):
+        p = 1 / (1 + math.exp(-logit))
+        second = p * f1**2 * (1 - p) ** 2 + (1 - p) * f0**2 * p**2
+        return second - (p * (1 - p) * (f1 - f0)) ** 2
 
 
-def reinforce_loo(fb, b, logits, noise) -> Estimate:
+class ReinforceLOO(IndependentDraws):
     """REINFORCE with the leave-one-out baseline (Kool, van Hoof & Welling, 2019).
 
     With ``K = num_samples >= 2`` independent draws ``b_k = 1[u_k < p]``:
     ``g_d = 1/K sum_k (f_k - mean_{j != k} f_j) (b_k,d - p_d)``.
     Unbiased, because each baseline is independent of the draw it multiplies.
     """
-    fd = fb.detach()
-    k = fd.shape[0]
-    baseline = (fd.sum(0, keepdim=True) - fd) / (k - 1)
-    grad = ((fd - baseline).unsqueeze(-1) * (b - torch.sigmoid(logits))).mean(0)
-    return Estimate(fb.mean(0), grad)
+
+    name, unbiased = "reinforce_loo", True
+    reference = "Kool, van Hoof & Welling, ICLR workshop 2019"
+    summary = "score function with leave-one-out baseline"
+    budget = Budget(minimum=2)
+
+    def combine(self, fb, b, logits, noise) -> Combined:
+        k = fb.shape[0]
+        baseline = (fb.sum(0, keepdim=True) - fb) / (k - 1)
+        return Combined(((fb - baseline).unsqueeze(-1) * (b - torch.sigmoid(logits))).mean(0))

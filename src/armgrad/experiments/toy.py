@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 
 from .. import ESTIMATORS, grad
-from ..diagnostics import draw_gradients, exact_variance_1d
+from ..diagnostics import closed_form_estimators, draw_gradients, exact_variance_1d
+from ..estimators import ENUMERATION, select
 from .reporting import log, markdown_table, progress, pyplot, write_csv, write_json
 
 TARGETS = (0.49, 0.499, 0.501, 0.51)
-ESTIMATOR_NAMES = ("reinforce", "ar", "arm", "disarm", "reinforce_loo", "rebar", "relax", "exact")
-# "exact" is the true gradient, in closed form (enumeration would be 2^200 states in 200 dimensions)
-CLOSED_FORM_VARIANCE = ("reinforce", "ar", "arm", "disarm")
+# every unbiased estimator; "exact" is the true gradient, in closed form (enumeration would be
+# 2^200 states in 200 dimensions)
+ESTIMATOR_NAMES = tuple(select(unbiased=True))
 
 
 @dataclass
@@ -73,16 +74,16 @@ def true_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def budget_for(name: str, config: ToyConfig) -> int:
     est = ESTIMATORS[name]
-    if est.enumerates:
+    if est.evaluates_f_at == ENUMERATION:
         return 0
     return est.valid_budget(1 if config.natural_budget else config.budget)
 
 
 def exact_variance(name: str, logit: float, target: float, budget: int) -> float:
     """Closed-form variance of the budget-averaged estimate at one unit, or nan if none is known."""
-    if name not in CLOSED_FORM_VARIANCE:
+    if name not in closed_form_estimators():
         return math.nan
-    draws = budget // ESTIMATORS[name].group
+    draws = budget // ESTIMATORS[name].budget.group
     return exact_variance_1d(name, logit, target**2, (1 - target) ** 2) / draws
 
 
@@ -97,21 +98,22 @@ def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, step
     phi = torch.zeros(units, dtype=torch.float64, device=config.device, requires_grad=True)
     optimizer = torch.optim.Adam([phi], lr=config.lr)
     spec = ESTIMATORS[name]
-    estimator = spec.create(num_units=units).double().to(config.device) if spec.create else name
-    control_optimizer = torch.optim.Adam(estimator.parameters(), lr=config.control_lr) if spec.create else None
+    enumerates = spec.evaluates_f_at == ENUMERATION
+    estimator = spec.create(num_units=units).double().to(config.device) if spec.learned else name
+    control_optimizer = torch.optim.Adam(estimator.parameters(), lr=config.control_lr) if spec.learned else None
     budget = budget_for(name, config)
     sign = 1.0 if config.minimize else -1.0  # Adam minimises sign * E[f]
     rows, variances = [], []
     for step in range(steps + 1):
         logits = phi.detach()
         true_g = true_gradient(logits, targets)
-        g = true_g if spec.enumerates else grad(f, logits, estimator, budget, generator=gen)
+        g = true_g if enumerates else grad(f, logits, estimator, budget, generator=gen)
         if control_optimizer is not None:
             control_optimizer.zero_grad()
             estimator.backward_variance()
             control_optimizer.step()
         measured = exact = math.nan
-        if step % var_every == 0 and not spec.enumerates:
+        if step % var_every == 0 and not enumerates:
             draws = draw_gradients(f, logits, estimator, budget, config.var_draws, generator=gen)
             measured = float(draws.var(0).mean())
             variances.append(measured)
@@ -129,7 +131,7 @@ def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, step
     p = torch.sigmoid(phi.detach())
     summary = {
         "estimator": name, "units": units, "seed": seed, "budget": budget,
-        "f_evaluations": spec.evaluations(budget, units) if not spec.enumerates else 0,
+        "f_evaluations": spec.evaluations(budget, units) if not enumerates else 0,
         "p0": float(targets[0]) if units == 1 else "mixed",
         "final_prob": float(p.mean()),
         "fraction_at_optimum": reached_fraction(p, targets, config.minimize),
@@ -290,7 +292,7 @@ def write_figures(config: ToyConfig, curves: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, len(targets), figsize=(4 * len(targets), 3.4), sharey=True)
     for ax, p0 in zip(axes, targets):
         for name in names:
-            if ESTIMATORS[name].enumerates:
+            if ESTIMATORS[name].evaluates_f_at == ENUMERATION:
                 continue
             steps, values = _mean_curve(curves, name, p0, "grad_var")
             ax.semilogy(steps, values, color=colors[name], label=name)
@@ -303,7 +305,7 @@ def write_figures(config: ToyConfig, curves: dict, out: Path) -> None:
     plt.close(fig)
 
     p0 = targets[0]
-    shown = [n for n in names if not ESTIMATORS[n].enumerates]
+    shown = [n for n in names if ESTIMATORS[n].evaluates_f_at != ENUMERATION]
     fig, axes = plt.subplots(2, math.ceil(len(shown) / 2), figsize=(3.4 * math.ceil(len(shown) / 2), 5.6),
                              squeeze=False)
     for ax, name in zip(axes.flat, shown):

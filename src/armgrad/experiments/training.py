@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..estimators import get_estimator
+from ..estimators import LearnedControlEstimator, get_estimator
 from . import parallel
 from .reporting import log, progress, pyplot, write_csv, write_json
 
@@ -130,7 +130,7 @@ class RunLog:
 
 def estimator_state(estimators: list) -> list:
     """State dicts of the estimators that carry trainable controls (``None`` for the others)."""
-    return [e.state_dict() if isinstance(e, torch.nn.Module) else None for e in estimators]
+    return [e.state_dict() if isinstance(e, LearnedControlEstimator) else None for e in estimators]
 
 
 def load_estimator_state(estimators: list, states: list) -> None:
@@ -142,7 +142,7 @@ def load_estimator_state(estimators: list, states: list) -> None:
 def make_estimators(name: str, num_layers: int, units: int, device="cpu") -> list:
     """One estimator per stochastic layer: the name, or a fresh object for trainable controls."""
     spec = get_estimator(name)  # a clear error, with a suggestion, for an unknown name
-    if spec.create is None:
+    if not spec.learned:
         return [name] * num_layers
     return [spec.create(num_units=units).to(device) for _ in range(num_layers)]
 
@@ -185,12 +185,12 @@ def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=(
         loss = loss_fn(x[s * rows : (s + 1) * rows], noise_gens[s]) / len(mine)
         loss.backward()
         for e in estimators:
-            if isinstance(e, torch.nn.Module):
+            if isinstance(e, LearnedControlEstimator):
                 e.backward_variance()
         total = total + loss.detach()
     if len(mine) > 1:  # the controls' variance objective, like the loss, is the mean over shards
         for e in estimators:
-            if isinstance(e, torch.nn.Module):
+            if isinstance(e, LearnedControlEstimator):
                 for p in e.parameters():
                     if p.grad is not None:
                         p.grad /= len(mine)
@@ -214,7 +214,7 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
     if shards != config.shards:
         config = replace(config, shards=shards)
     run.config = config
-    controls = [p for e in task.estimators if isinstance(e, torch.nn.Module) for p in e.parameters()]
+    controls = [p for e in task.estimators if isinstance(e, LearnedControlEstimator) for p in e.parameters()]
     optimizers = dict(task.optimizers)
     if controls:
         optimizers["controls"] = torch.optim.Adam(controls, lr=config.control_lr)

@@ -1,6 +1,6 @@
 """Variational auto-encoders with one or several stochastic binary layers (model definitions only).
 
-The DisARM protocol (Dong, Mnih & Tucker, 2020; DESIGN.md section 4):
+The DisARM protocol (Dong, Mnih & Tucker, 2020; docs/design.md section 5):
 
 - ``linear``: 784 -> 200 binary units, decoder 200 -> 784, both linear;
 - ``nonlinear``: 784 -> 200 -> 200 -> 200 binary units with LeakyReLU(0.3) (slope configurable),
