@@ -40,8 +40,8 @@ from typing import Callable, Sequence
 import torch
 
 from ._checks import check_logits
-from .estimators import get_estimator
-from .estimators.base import (BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, evaluate,
+from .estimators import get_estimator, select
+from .estimators.base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, evaluate,
                               value_of, with_gradient)
 from .estimators.exact import MAX_UNITS, all_states, check_units, log_prob
 
@@ -204,7 +204,8 @@ def _check_multilayer(specs, num_layers: int) -> None:
             raise ValueError(
                 f"estimator {spec.name!r} is supported on one-layer chains only: its control variate would "
                 f"need the {num_layers - 1} layer(s) above relaxed with shared noise, which armgrad does not "
-                f"implement (see armgrad.network); use arm, disarm, reinforce_loo, arms, ar or reinforce"
+                f"implement (see armgrad.network); use one that evaluates f at binary points: "
+                f"{', '.join(select(unbiased=True, evaluates_f_at=BINARY, learned=False))}"
             )
 
 
