@@ -8,6 +8,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
+echo "setup: installing torch 2.13 (CPU build) and armgrad into .venv (about a minute the first time)"
 .venv/bin/python -m pip install --quiet "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import armgrad, torch; print('armgrad', armgrad.__version__, 'on torch', torch.__version__)"

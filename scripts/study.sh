@@ -7,6 +7,9 @@
 #   STEPS=100000 EVAL_EVERY=10000 JOBS=2 OUT=runs/vae-study bash scripts/study.sh
 #   COMMAND=sbn DATASET=fashion-mnist-threshold MODELS="linear nonlinear" STEPS=100000 \
 #   OUT=runs/sbn-study bash scripts/study.sh
+# Each run's output goes to OUT/<run>.log. With JOBS=1 on a terminal, a progress bar shows each run
+# as it trains; otherwise the log gets a progress line every 30 s (ARMGRAD_PROGRESS_SECONDS).
+# A finished run of the same length is skipped (FORCE=1 trains it again from its checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMAND=${COMMAND:-vae}
@@ -19,21 +22,34 @@ EVAL_EVERY=${EVAL_EVERY:-500}
 JOBS=${JOBS:-1}
 OUT=${OUT:-runs/vae-study}
 EXTRA=${EXTRA:-}
-export COMMAND DATASET STEPS EVAL_EVERY OUT EXTRA FORCE="${FORCE:-}"
+LIVE=""; [ "$JOBS" = 1 ] && [ -t 2 ] && LIVE=1  # a progress bar on the terminal, one run at a time
+TOTAL=$(( $(wc -w <<< "$SEEDS") * $(wc -w <<< "$MODELS") * $(wc -w <<< "$ESTIMATORS") ))
+export COMMAND DATASET STEPS EVAL_EVERY OUT EXTRA LIVE TOTAL FORCE="${FORCE:-}"
 mkdir -p "$OUT"
+echo "study: $TOTAL runs of armgrad $COMMAND on $DATASET, $STEPS steps each, $JOBS at a time, into $OUT"
 
-one_run() {  # seed model estimator
-  local run="$OUT/$2-$3-seed$1" resume=""
+one_run() {  # index seed model estimator
+  local run="$OUT/$3-$4-seed$2" resume="" started=$SECONDS
+  if [ -f "$run/results.json" ] && [ -z "$FORCE" ] && grep -q "\"steps\": $STEPS," "$run/results.json"; then
+    echo "[$1/$TOTAL] skipped, already finished: $run"
+    return 0
+  fi
   [ -f "$run/checkpoint.pt" ] && resume="--resume"
-  if [ -f "$run/results.json" ] && [ -z "$FORCE" ] && grep -q "\"steps\": $STEPS," "$run/results.json"; then return 0; fi
-  .venv/bin/armgrad "$COMMAND" --dataset "$DATASET" --model "$2" --estimator "$3" --seed "$1" \
-    --steps "$STEPS" --eval-every "$EVAL_EVERY" --threads 1 --out "$run" $resume $EXTRA > "$run.log" 2>&1 \
-    || { echo "run $run failed; see $run.log"; return 1; }
-  echo "done: $run"
+  echo "[$1/$TOTAL] ${resume:+resuming }$3 $4 seed $2 -> $run (log: $run.log)"
+  local cmd=(.venv/bin/armgrad "$COMMAND" --dataset "$DATASET" --model "$3" --estimator "$4" --seed "$2"
+             --steps "$STEPS" --eval-every "$EVAL_EVERY" --threads 1 --out "$run" ${resume:-} $EXTRA)
+  if [ -n "$LIVE" ]; then
+    "${cmd[@]}" > "$run.log" || { echo "run $run failed; see the lines above"; return 1; }
+  else
+    "${cmd[@]}" > "$run.log" 2>&1 || { echo "run $run failed; see $run.log"; return 1; }
+  fi
+  echo "[$1/$TOTAL] done in $(( SECONDS - started )) s: $run"
 }
 export -f one_run
 
+i=0
 for seed in $SEEDS; do for model in $MODELS; do for estimator in $ESTIMATORS; do
-  echo "$seed $model $estimator"
-done; done; done | xargs -P "$JOBS" -L 1 bash -c 'one_run $0 $1 $2'
+  i=$((i + 1)); echo "$i $seed $model $estimator"
+done; done; done | xargs -P "$JOBS" -L 1 bash -c 'one_run $0 $1 $2 $3'
+echo
 .venv/bin/armgrad report "$OUT" --out "$OUT"

@@ -13,15 +13,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from . import ESTIMATORS, diagnostics
-from .estimators import ENUMERATION, select
+from .estimators import ENUMERATION, get_estimator, select
+from .experiments.training import ConfigurationError
 from .experiments import parallel
 
 log = logging.getLogger("armgrad")
@@ -102,8 +106,10 @@ def run_toy(args) -> int:
     return 0
 
 
-def _train_from_args(args, config_class, train) -> int:
-    """Build the experiment's config from the parsed flags, train, print the results."""
+def _train_from_args(args, config_class, train, kind: str) -> int:
+    """Build the experiment's config from the parsed flags, check it, train, print the results."""
+    from .experiments.training import describe, prepare_out
+
     fields = config_class.__dataclass_fields__
     config = config_class(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     if args.threads:
@@ -112,6 +118,11 @@ def _train_from_args(args, config_class, train) -> int:
     if not parallel.is_main():
         log.setLevel(logging.WARNING)
     try:
+        # before loading any data: the shards a launcher implies, and the run folder
+        config = dataclasses.replace(config, shards=parallel.check_shards(config.shards, config.batch_size))
+        if parallel.is_main():
+            prepare_out(config, resume=args.resume, overwrite=args.overwrite)
+        log.info("%s", describe(config, kind))
         results = train(config, resume=args.resume)
     finally:
         parallel.close()
@@ -123,25 +134,71 @@ def _train_from_args(args, config_class, train) -> int:
 def run_vae(args) -> int:
     from .experiments.vae import VAEConfig, train
 
-    return _train_from_args(args, VAEConfig, train)
+    return _train_from_args(args, VAEConfig, train, "VAE")
 
 
 def run_sbn(args) -> int:
     from .experiments.sbn import SBNConfig, train
 
-    return _train_from_args(args, SBNConfig, train)
+    return _train_from_args(args, SBNConfig, train, "stochastic binary network")
 
 
 def run_report(args) -> int:
-    from .experiments.report import write_report
+    from .experiments.report import summary, write_report
 
-    print(write_report(args.runs, args.out, reference=args.reference))
+    text = write_report(args.runs, args.out, reference=args.reference)
+    print(text if args.markdown else summary(args.runs, args.reference, args.out))
     return 0
 
 
+def _number(kind, minimum, inclusive: bool, what: str):
+    """An argparse type: a number of ``kind`` at or above (or strictly above) ``minimum``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum or (value == minimum and not inclusive) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 1, True, "a positive integer")
+count = _number(int, 0, True, "an integer >= 0")
+positive_float = _number(float, 0.0, False, "a number > 0")
+nonnegative_float = _number(float, 0.0, True, "a number >= 0")
+at_least_two = _number(int, 2, True, "an integer >= 2")
+
+
+def estimator_name(text: str) -> str:
+    """An argparse type: a registered estimator, with a suggestion for a typo."""
+    try:
+        return get_estimator(text).name
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+FLAG_TYPES = {
+    "steps": positive_int, "batch_size": positive_int, "shards": positive_int, "eval_every": positive_int,
+    "checkpoint_every": positive_int, "num_samples": positive_int, "test_samples": positive_int,
+    "eval_samples": positive_int, "grad_var_draws": at_least_two, "seed": count, "lr": positive_float,
+    "prior_lr": positive_float, "control_lr": positive_float, "slope": nonnegative_float, "estimator": estimator_name,
+}
+
 FLAG_HELP = {
+    "dataset": "the data set",
     "data_dir": "folder with the dataset's files (else the cache and system folders)",
+    "model": "the model",
     "estimator": f"one of {', '.join(ESTIMATORS)}",
+    "steps": "training steps",
+    "batch_size": "examples per step",
+    "seed": "initial weights, batches, binarisation and noise",
+    "eval_every": "steps between evaluations (a row of metrics.csv)",
+    "checkpoint_every": "steps between checkpoints (an interrupted run loses at most these)",
+    "out": "the run folder",
     "num_samples": "f evaluations per layer and example",
     "lr": "Adam learning rate of the model",
     "prior_lr": "SGD learning rate of the prior logits",
@@ -158,37 +215,67 @@ FLAG_HELP = {
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class, choices: dict) -> None:
     """One flag per field of an experiment's config dataclass (the single source of its defaults),
-    plus --threads and --resume."""
+    each validated as it is parsed, plus --threads, --resume and --overwrite."""
     for name, spec in config_class.__dataclass_fields__.items():
-        kind = type(spec.default) if spec.default is not None else str
+        kind = FLAG_TYPES.get(name, type(spec.default) if spec.default is not None else str)
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=spec.default,
-                            choices=choices.get(name), help=FLAG_HELP.get(name))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+                            choices=choices.get(name), help=FLAG_HELP.get(name, ""))
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (None: torch's choice)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="delete the run in OUT and start again")
+
+
+def check_before_data(parser: argparse.ArgumentParser, args) -> None:
+    """What can be refused before any data is loaded: the budget the estimator cannot spend, and an
+    estimator that cannot train these models (enumeration of 200 units)."""
+    spec = get_estimator(args.estimator)
+    if spec.evaluates_f_at == ENUMERATION:
+        parser.error(f"--estimator {spec.name} enumerates 2^D states, and these models have 200 units per "
+                     "layer: choose a Monte Carlo estimator")
+    try:
+        spec.check_budget(args.num_samples)
+    except ValueError as error:
+        parser.error(f"--num-samples {args.num_samples}: {error}")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also ARMGRAD_DEBUG=1)")
+    parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.",
+                                     formatter_class=_Formatter, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("estimators", help="list the estimators")
-    demo = sub.add_parser("demo", help="compare all estimators against exact enumeration")
-    demo.add_argument("--units", type=int, default=10, help="D, enumerated exactly (default 10)")
-    demo.add_argument("--draws", type=int, default=5000, help="estimates drawn per estimator (default 5000)")
-    demo.add_argument("--budgets", type=int, nargs="+", default=[2, 8], help="f evaluations per estimate")
-    demo.add_argument("--seed", type=int, default=0)
+
+    def add(name, **kwargs):
+        return sub.add_parser(name, formatter_class=_Formatter, parents=[common], **kwargs)
+
+    add("estimators", help="list the estimators")
+    demo = add("demo", help="compare all estimators against exact enumeration")
+    demo.add_argument("--units", type=_number(int, 1, True, "an integer from 1 to 20"), default=10,
+                      help="D, enumerated exactly (at most 20)")
+    demo.add_argument("--draws", type=at_least_two, default=5000, help="estimates drawn per estimator")
+    demo.add_argument("--budgets", type=positive_int, nargs="+", default=[2, 8], help="f evaluations per estimate")
+    demo.add_argument("--seed", type=count, default=0, help="the problem and the draws")
     demo.add_argument("--out", type=Path, default=None, help="folder for results.json and report.md")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    toy = sub.add_parser("toy", help="the toy problem E[(b - p0)^2] of the ARM and RELAX papers")
+    toy = add("toy", help="the toy problem E[(b - p0)^2] of the ARM and RELAX papers")
     toy.add_argument("--quick", action="store_true", help="a smaller study, under a minute")
     toy.add_argument("--minimize", action="store_true", help="minimise as in RELAX (default: maximise as in ARM)")
     toy.add_argument("--natural-budget", action="store_true",
                      help="each estimator at its smallest budget (1, 2 or 3 f evaluations) instead of an equal one")
-    toy.add_argument("--budget", type=int, default=None, help="f evaluations per step for every estimator (default 6)")
-    toy.add_argument("--steps", type=int, default=None)
-    toy.add_argument("--seeds", type=int, default=None)
-    toy.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 0.01)")
-    toy.add_argument("--estimators", nargs="+", default=None, choices=list(ESTIMATORS))
-    toy.add_argument("--out", type=Path, default=Path("runs/toy"))
+    toy.add_argument("--budget", type=positive_int, default=None,
+                     help="f evaluations per step for every estimator (None: 6)")
+    toy.add_argument("--steps", type=positive_int, default=None, help="Adam steps (None: 2000; --quick 300)")
+    toy.add_argument("--seeds", type=positive_int, default=None, help="seeds per estimator and target (None: 5; --quick 2)")
+    toy.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (None: 0.01)")
+    toy.add_argument("--estimators", nargs="+", type=estimator_name, default=None,
+                     help="estimators to run (None: every unbiased one)")
+    toy.add_argument("--out", type=Path, default=Path("runs/toy"), help="the study's folder")
     toy.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
     from .data import DATASETS
@@ -197,27 +284,89 @@ def build_parser() -> argparse.ArgumentParser:
     from .models.sbn import SBN_MODELS
     from .models.vae import MODELS
 
-    vae = sub.add_parser("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
+    vae = add("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
     add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS})
-    sbn = sub.add_parser("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
+    sbn = add("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
     add_config_flags(sbn, SBNConfig, choices={
         "dataset": [n for n in DATASETS if "threshold" in n or "static" in n], "model": SBN_MODELS})
 
-    report = sub.add_parser("report", help="one Markdown table and figure from many runs")
+    report = add("report", help="one Markdown table and figure from many runs")
     report.add_argument("runs", nargs="+", type=Path, help="run folders (or folders of run folders)")
     report.add_argument("--out", type=Path, default=None, help="where to write report.md and the figure")
-    report.add_argument("--reference", default="arm",
-                        help="the estimator every other one is compared with, seed by seed (default arm)")
+    report.add_argument("--reference", default="arm", type=estimator_name,
+                        help="the estimator every other one is compared with, seed by seed")
+    report.add_argument("--markdown", action="store_true",
+                        help="print the whole Markdown report instead of the short summary")
+    parser.commands = {"vae": vae, "sbn": sbn}  # for errors found after parsing, in the command's name
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever ``sys.stderr`` is when a line is written (not when the handler was made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+COMMANDS = {"demo": run_demo, "toy": run_toy, "vae": run_vae, "sbn": run_sbn, "report": run_report}
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, ModuleNotFoundError)
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    """Run one command. A mistake of the user's prints ``armgrad CMD: error: ...`` alone (exit 2 for
+    a usage error, 1 for a failure); ``--debug`` or ``ARMGRAD_DEBUG=1`` shows the traceback too."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", handlers=[_StderrHandler()],
+                        force=True)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "estimators":
         print(estimators_table())
         return 0
-    return {"demo": run_demo, "toy": run_toy, "vae": run_vae, "sbn": run_sbn, "report": run_report}[args.command](args)
+    if args.command in ("vae", "sbn"):
+        check_before_data(parser.commands[args.command], args)
+    debug = args.debug or os.environ.get("ARMGRAD_DEBUG", "") not in ("", "0")
+    prog = f"armgrad {args.command}"
+    try:
+        with _logging_beside_progress_bars():
+            return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\n{prog}: interrupted (a run continues from its last checkpoint with --resume)", file=sys.stderr)
+        return 130
+    except ConfigurationError as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001  a bug of ours: say so, briefly, and how to see more
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(error).__name__}: {error} (run again with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _logging_beside_progress_bars():
+    """Log lines printed above a progress bar rather than through it, on a terminal with tqdm."""
+    if sys.stderr.isatty():
+        try:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            return logging_redirect_tqdm([log])
+        except ImportError:
+            pass
+    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ SETTING_KEYS = tuple(k for k in GROUP_KEYS if k != "estimator")  # what estimato
 PAIRED = ("test_elbo", "test_bound", "test_nll_bound")  # the headline numbers, compared seed by seed
 METRICS = ("train_elbo", "test_elbo", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
            "seconds")
+# one format per column: nats with two decimals, the gradient variance with three significant digits
+FORMATS = {"grad_var": ".3g", "seconds": ".0f"}
+NATS = ".2f"
+HEADLINE = (("test_elbo", True), ("test_nll_bound", False))  # what "ahead" means: (metric, higher is better)
 
 
 def find_runs(paths) -> list[Path]:
@@ -51,8 +55,12 @@ def mean_and_stderr(values: list[float]) -> tuple[float, float]:
 
 
 def _cell(value: dict, fmt: str) -> str:
+    """``mean ± stderr`` with the column's format (nats: two decimals for both)."""
     mean, err = value["mean"], value["stderr"]
-    return "n/a" if math.isnan(mean) else f"{mean:{fmt}}" + ("" if math.isnan(err) else f" ± {err:.2g}")
+    if math.isnan(mean):
+        return "n/a"
+    err_fmt = fmt.lstrip("+") if fmt.endswith("f") else ".2g"
+    return f"{mean:{fmt}}" + ("" if math.isnan(err) else f" ± {err:{err_fmt}}")
 
 
 def _by_setting(items) -> dict[tuple, dict]:
@@ -96,7 +104,7 @@ def _paired_table(entries: list[dict], reference: str) -> str:
     metrics = [m for m in PAIRED if any(m in e for e in entries)]
     rows = []
     for e in entries:
-        cells = [_cell(e.get(m, {"mean": math.nan, "stderr": math.nan}), "+.3g") for m in metrics]
+        cells = [_cell(e.get(m, {"mean": math.nan, "stderr": math.nan}), "+" + NATS) for m in metrics]
         rows.append([e["dataset"], e["model"], e["num_samples"], e["steps"], e["estimator"], e["pairs"], *cells])
     header = ["dataset", "model", "num_samples", "steps", "estimator", "seeds paired",
               *[f"{m} difference" for m in metrics]]
@@ -125,7 +133,7 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
         for metric in metrics:
             mean, err = mean_and_stderr([r.get(metric) for _, r in members])
             entry[metric] = {"mean": mean, "stderr": err}
-            cells.append(_cell(entry[metric], ".4g"))
+            cells.append(_cell(entry[metric], FORMATS.get(metric, NATS)))
         summary.append(entry)
         rows.append([*key, len(members), *cells])
     header = [*GROUP_KEYS, "seeds", *metrics]
@@ -134,15 +142,70 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
             "train_nll and the *_nll_bound (M-sample bounds on -log p(x_lower | x_upper)), lower is better. "
             "grad_var: mean variance of the encoder gradient; seconds: wall-clock of training and periodic "
             "evaluation.\n\n" + markdown_table(header, rows))
+    text += _load_note([r for _, r in results])
     paired = paired_differences([r for _, r in results], reference)
     text += _paired_table(paired, reference)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "report.json", {"groups": summary, "paired": paired})
-        write_atomic(out / "report.md", text + "\n![curves](report.png)\n")
-        _figure(_by_setting((r, _curve(run)) for run, r in results), out / "report.png", reference)
+        drawn = _figure(_by_setting((r, _curve(run)) for run, r in results), out / "report.png", reference)
+        write_atomic(out / "report.md", text + ("\n![curves](report.png)\n" if drawn else ""))
     return text
+
+
+def _load_note(results: list[dict]) -> str:
+    """Say when runs shared the machine: their seconds then measure the load as much as the estimator."""
+    loaded = [r for r in results if r.get("load_average") is not None
+              and r["load_average"] > r.get("threads", 1) + 0.5]
+    if not loaded:
+        return ""
+    worst = max(r["load_average"] for r in loaded)
+    return (f"\nThe machine was shared while {len(loaded)} of these {len(results)} runs trained (mean load average "
+            f"up to {worst:.1f} on {loaded[0].get('cpu_count', '?')} cores, more than their threads): their seconds "
+            "include waiting for other work, so compare speeds only between runs that had the machine alike.\n")
+
+
+def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
+    """A short reading for a terminal: per setting an aligned table of the headline numbers, and one
+    sentence saying which estimator came out ahead and by how much (paired with the runner-up over
+    the seeds both ran, with its standard error where there are several)."""
+    results = [json.loads((run / "results.json").read_text()) for run in find_runs(paths)]
+    lines = []
+    for setting, estimators in _by_setting((r, r) for r in results).items():
+        first = next(iter(next(iter(estimators.values())).values()))
+        metric, higher = next(((m, h) for m, h in HEADLINE if first.get(m) is not None), (None, True))
+        columns = [m for m in ("train_elbo", "test_elbo", "test_bound", "train_nll", "test_nll_bound", "grad_var")
+                   if first.get(m) is not None]
+        dataset, model, budget, steps = setting
+        lines.append(f"{dataset}, {model} model, {budget} f evaluations per example, {steps:,} steps:")
+        table = [["estimator", "seeds", *columns]]
+        means = {}
+        for name, runs in estimators.items():
+            row = [name, str(len(runs))]
+            for m in columns:
+                mean, err = mean_and_stderr([r.get(m) for r in runs.values()])
+                row.append(_cell({"mean": mean, "stderr": err}, FORMATS.get(m, NATS)))
+                if m == metric:
+                    means[name] = mean
+            table.append(row)
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        for r in table:
+            lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if metric is not None and len(means) > 1:
+            ranked = sorted(means, key=lambda n: means[n], reverse=higher)
+            best, second = ranked[0], ranked[1]
+            seeds = sorted(set(estimators[best]) & set(estimators[second]), key=str)
+            diffs = [(estimators[best][s][metric] - estimators[second][s][metric]) * (1 if higher else -1) for s in seeds]
+            mean, err = mean_and_stderr(diffs)
+            spread = (f"± {err:.2f} over {len(seeds)} paired seeds" if len(seeds) > 1 else
+                      "one seed: no standard error, so this order may be chance")
+            lines.append(f"  {best} came out ahead on {metric.replace('_', ' ')}: {abs(mean):.2f} nats "
+                         f"{'better' if mean >= 0 else 'worse'} than {second} ({spread}).")
+        lines.append("")
+    if out is not None:
+        lines.append(f"report: {Path(out) / 'report.md'}; figure: {Path(out) / 'report.png'}")
+    return "\n".join(lines)
 
 
 def _common_steps(curves: list[list[dict]]) -> list[float]:
@@ -156,17 +219,21 @@ def _mean_at(curves: list[list[dict]], steps: list[float], key: str) -> list[flo
     return [sum(a[s][key] for a in at) / len(at) for s in steps]
 
 
-def _figure(settings: dict, path: Path, reference: str = "arm") -> None:
+def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
     """One row per setting (dataset, model, budget, steps): the training curve of every estimator
     against steps and against seconds (mean over seeds), and the test curve's difference from
-    ``reference`` over the seeds both ran (on a symmetric log scale, linear within 1 nat, where some
-    difference exceeds 3 nats)."""
+    ``reference`` over the seeds both ran (where some difference exceeds 3 nats, on a symmetric log
+    scale, linear within 1 nat, said on the axis and ticked on both parts). Returns whether it was
+    drawn (not without matplotlib)."""
     names = sorted({name for runs in settings.values() for name in runs})
     color = {name: f"C{i % 10}" for i, name in enumerate(names)}
-    plt = pyplot()
-    from matplotlib.ticker import FuncFormatter
+    plt = pyplot(required=False)
+    if plt is None:
+        return False
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter
 
-    fig, axes = plt.subplots(len(settings), 3, figsize=(15, 3.6 * len(settings)), squeeze=False)
+    fig, axes = plt.subplots(len(settings), 3, figsize=(17, 3.8 * len(settings)), squeeze=False, layout="constrained")
     for row, (setting, estimators) in zip(axes, settings.items()):
         first = next(iter(next(iter(estimators.values())).values()))[0]
         metric = next((k for k in ("train_elbo", "train_nll") if k in first),
@@ -180,30 +247,37 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> None:
             values = _mean_at(curves, steps, metric)
             finals.append(values[-1])
             middles.append(values[len(values) // 2])
-            label = f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-            row[0].plot(steps, values, color=color[name], label=label)
-            row[1].plot(_mean_at(curves, steps, "seconds"), values, color=color[name], label=label)
+            row[0].plot(steps, values, color=color[name])
+            row[1].plot(_mean_at(curves, steps, "seconds"), values, color=color[name])
             seeds = sorted(set(runs) & set(base), key=str)
             if name != reference and seeds:
                 mine, theirs = [runs[s] for s in seeds], [base[s] for s in seeds]
                 steps = _common_steps(mine + theirs)
                 diff = [a - b for a, b in zip(_mean_at(mine, steps, compared), _mean_at(theirs, steps, compared))]
-                row[2].plot(steps, diff, color=color[name], label=f"{name} ({len(seeds)} paired)")
+                row[2].plot(steps, diff, color=color[name])
                 largest = max([largest, *map(abs, diff)])
-        row[0].set_title(" ".join(str(k) for k in setting[:2]) + f", budget {setting[2]}, {setting[3]:,} steps",
-                         fontsize=9)
+        where = " ".join(str(k) for k in setting[:2]) + f", budget {setting[2]}, {setting[3]:,} steps"
+        row[0].set_title(f"{metric} against steps ({where})", fontsize=9)
+        row[1].set_title(f"{metric} against wall-clock seconds", fontsize=9)
+        row[2].set_title(f"{compared} minus {reference}'s, seed by seed", fontsize=9)
         row[0].set_ylabel(f"{metric} (mean over seeds)")
         row[0].set_xlabel("step")
         row[1].set_xlabel("seconds")
-        row[1].legend(fontsize=7)
         row[2].axhline(0.0, color=color.get(reference, "k"), lw=0.8)
+        scale = "nats"
         if largest > 3.0:  # a far-off estimator would flatten the others: linear within 1 nat, log beyond
             row[2].set_yscale("symlog", linthresh=1.0)
+            ticks = [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200]
+            row[2].yaxis.set_major_locator(FixedLocator(sorted({*ticks, *(-t for t in ticks)})))
             row[2].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            scale = "nats; linear within ±1, logarithmic beyond"
         row[2].set_xlabel("step")
-        row[2].set_ylabel(f"{compared} minus {reference}'s")
-        if row[2].get_legend_handles_labels()[0]:
-            row[2].legend(fontsize=7)
+        row[2].set_ylabel(f"difference ({scale})")
+        handles = [Line2D([], [], color=color[name], label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+                          + (", the reference" if name == reference else ""))
+                   for name, runs in estimators.items()]
+        # one legend per row, right of the last panel: it hides no curve
+        row[2].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         # the second half of every curve: the first steps' values would squash the differences
         higher_better = "elbo" in metric
         worst, best = (min(middles), max(finals)) if higher_better else (max(middles), min(finals))
@@ -211,6 +285,6 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> None:
         if margin > 0:
             for ax in row[:2]:
                 ax.set_ylim(*sorted([worst, best + (margin if higher_better else -margin)]))
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

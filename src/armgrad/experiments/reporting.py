@@ -8,26 +8,41 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 log = logging.getLogger("armgrad")
 
 
-def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", disable: bool = False):
-    """A tqdm progress bar on stderr (off when stderr is not a terminal, tqdm is missing or ``disable``)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the experiments extra is not installed: no bar, same iteration
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", disable: bool = False,
+             unit: str = "step", every: float | None = None, initial: int = 0):
+    """Progress on stderr: a tqdm bar on a terminal, else a plain line every ``every`` seconds.
+
+    The plain line (``desc: 1500/3000 steps (50%), 150 steps/s, 10 s left, train_elbo -300.1``)
+    is what a log file or a pipe gets; ``ARMGRAD_PROGRESS_SECONDS`` sets its interval (default 30).
+    Nothing with ``disable`` (the other processes of a multi-process run). ``initial``: the count
+    already done (a resumed run's step); rates count from there.
+    """
+    if disable:
         return _NoBar(iterable)
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                disable=True if disable else None)  # None: off when not a terminal
+    if sys.stderr.isatty():
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, unit=unit, initial=initial)
+        except ImportError:  # the experiments extra is not installed: plain lines
+            pass
+    every = float(os.environ.get("ARMGRAD_PROGRESS_SECONDS", 30)) if every is None else every
+    return _PlainProgress(iterable, total, desc, unit, every, initial)
 
 
 class _NoBar:
-    def __init__(self, iterable):
+    def __init__(self, iterable=None):
         self.iterable = iterable
 
     def __iter__(self):
@@ -43,6 +58,59 @@ class _NoBar:
         pass
 
 
+class _PlainProgress(_NoBar):
+    """A periodic log line with the count, the rate, the time left and the postfix."""
+
+    def __init__(self, iterable, total, desc, unit, every, initial=0):
+        super().__init__(iterable)
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.n, self.postfix = initial, {}
+        self._first = (initial, time.perf_counter())
+        self._last = self._first[1]
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def update(self, n=1):
+        self.n += n
+        now = time.perf_counter()
+        if now - self._last >= self.every:
+            self._last = now
+            log.info("%s", self.line(now))
+
+    def set_postfix(self, values=None, **kwargs):
+        self.postfix = {**(values or {}), **kwargs}
+
+    def line(self, now: float) -> str:
+        done, started = self._first
+        rate = (self.n - done) / max(now - started, 1e-9)
+        text = f"{self.desc}: {self.n:,}"
+        if self.total:
+            left = (self.total - self.n) / rate if rate > 0 else float("inf")
+            text += f"/{self.total:,} {self.unit}s ({100 * self.n / self.total:.0f}%), {rate:.3g} {self.unit}s/s, " \
+                    f"{_duration(left)} left"
+        else:
+            text += f" {self.unit}s, {rate:.3g} {self.unit}s/s"
+        return text + "".join(f", {k} {v}" for k, v in self.postfix.items())
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def user_mode(path) -> None:
+    """Give a file made by ``mkstemp`` (mode 0600) the mode of any file a user creates (0666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
     path = Path(path)
@@ -50,22 +118,37 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    user_mode(tmp)
     os.replace(tmp, path)
 
 
+def json_safe(data):
+    """``data`` with every nan or infinity replaced by ``None`` (JSON has no NaN: it becomes ``null``)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data) -> None:
-    write_atomic(path, json.dumps(data, indent=1) + "\n")
+    """``data`` as strict JSON (nan -> null), written atomically."""
+    write_atomic(path, json.dumps(json_safe(data), indent=1, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
-    """Rows of dicts as a CSV with a header line: every key that occurs, a blank where one is missing."""
+    """Rows of dicts as a CSV with a header line: every key that occurs, a blank where one is missing
+    or was not computed (``None`` or nan)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                           for k, v in row.items()} for row in rows])
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -79,9 +162,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pyplot():
-    """matplotlib's pyplot on the headless Agg backend."""
-    import matplotlib
+def pyplot(required: bool = True):
+    """matplotlib's pyplot on the headless Agg backend.
+
+    Missing matplotlib raises an error that names the extra to install; with ``required=False`` it
+    logs a warning and returns ``None`` (the caller skips its figure: results are never lost to it).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        message = "matplotlib is not installed: pip install 'armgrad[experiments]' for the figures"
+        if required:
+            raise ModuleNotFoundError(message) from None
+        log.warning("%s; figure skipped", message)
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

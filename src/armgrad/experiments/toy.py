@@ -99,7 +99,9 @@ def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, step
     optimizer = torch.optim.Adam([phi], lr=config.lr)
     spec = ESTIMATORS[name]
     enumerates = spec.evaluates_f_at == ENUMERATION
-    estimator = spec.create(num_units=units).double().to(config.device) if spec.learned else name
+    with torch.random.fork_rng(devices=[]):  # learned controls start from the run's seed, whatever ran before
+        torch.manual_seed(seed)
+        estimator = spec.create(num_units=units).double().to(config.device) if spec.learned else name
     control_optimizer = torch.optim.Adam(estimator.parameters(), lr=config.control_lr) if spec.learned else None
     budget = budget_for(name, config)
     sign = 1.0 if config.minimize else -1.0  # Adam minimises sign * E[f]
@@ -269,7 +271,9 @@ def _mean_curve(curves: dict, name, p0, key: str):
 
 
 def write_figures(config: ToyConfig, curves: dict, out: Path) -> None:
-    plt = pyplot()
+    plt = pyplot(required=False)
+    if plt is None:
+        return
     names = config.estimators
     colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     targets = list(config.targets)

@@ -12,8 +12,10 @@ of it and every process resumes from it.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +26,7 @@ import torch
 
 from ..estimators import LearnedControlEstimator, get_estimator
 from . import parallel
-from .reporting import log, progress, pyplot, write_csv, write_json
+from .reporting import log, progress, pyplot, user_mode, write_csv, write_json
 
 # what may differ between a checkpoint and the run that resumes it: none of it touches the training stream
 RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "out", "data_dir")
@@ -61,6 +63,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.")
     os.close(fd)
     torch.save(state, tmp)
+    user_mode(tmp)
     os.replace(tmp, path)
 
 
@@ -109,8 +112,9 @@ class RunLog:
                 if key != "step" and isinstance(value, float) and value == value:
                     writer.add_scalar(key, value, row["step"])
             writer.flush()
-        log.info("step %d: %s", row["step"], ", ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                        if k != "step" and isinstance(v, float)))
+        log.info("step %d: %s", row["step"], ", ".join(
+            f"{k} not computed" if v is None else f"{k}={v:.4g}" for k, v in row.items()
+            if k != "step" and (v is None or isinstance(v, float))))
 
     def save(self, step: int, state: dict) -> None:
         if self.write:
@@ -197,6 +201,72 @@ def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=(
     return total
 
 
+class ConfigurationError(ValueError):
+    """The run asked for cannot start as given (the command line answers with exit status 2)."""
+
+
+RUN_FILES = ("checkpoint.pt", "metrics.csv", "results.json", "curves.png")
+
+
+def existing_run(out) -> str | None:
+    """What run ``out`` holds ("finished, 3,000 steps", "checkpoint at step 1,500"), or ``None``."""
+    out = Path(out)
+    if (out / "results.json").exists():
+        try:
+            steps = json.loads((out / "results.json").read_text()).get("steps")
+            return f"finished, {steps:,} steps" if isinstance(steps, int) else "finished"
+        except (OSError, ValueError):
+            return "finished"
+    if (out / "checkpoint.pt").exists():
+        return "a checkpoint"
+    if (out / "metrics.csv").exists():
+        return "metrics of an interrupted run without a checkpoint"
+    return None
+
+
+def check_same_configuration(config, saved: dict) -> None:
+    """Refuse to resume a checkpoint made with another configuration (only RESUMABLE_CHANGES may differ)."""
+    changed = sorted(k for k, v in asdict(config).items()
+                     if k not in RESUMABLE_CHANGES and saved.get(k, 1 if k == "shards" else None) != v)
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {getattr(config, k)!r} now" for k in changed)
+        raise ConfigurationError(
+            f"--resume with a different configuration than the checkpoint's ({details}); only "
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Give the checkpoint's values, or another --out")
+
+
+def prepare_out(config, resume: bool = False, overwrite: bool = False) -> None:
+    """Check the run folder before any work: never overwrite a run silently, never resume another one.
+
+    A folder holding a run needs ``resume`` (continue it; its configuration must match) or
+    ``overwrite`` (its run files are deleted and training starts again).
+    """
+    found = existing_run(config.out)
+    if found is None:
+        if resume:
+            log.info("no checkpoint in %s: starting from step 0", config.out)
+        return
+    if resume:
+        if (Path(config.out) / "checkpoint.pt").exists():
+            check_same_configuration(config, load_checkpoint(Path(config.out) / "checkpoint.pt")["config"])
+        return
+    if overwrite:
+        for name in RUN_FILES:
+            (Path(config.out) / name).unlink(missing_ok=True)
+        shutil.rmtree(Path(config.out) / "tensorboard", ignore_errors=True)
+        log.info("--overwrite: removed the run in %s (%s)", config.out, found)
+        return
+    raise ConfigurationError(f"{config.out} already holds a run ({found}): add --resume to continue it, "
+                             f"or --overwrite to start again from step 0")
+
+
+def describe(config, kind: str) -> str:
+    """One line saying what is trained and where it is written."""
+    return (f"training a {config.model} {kind} on {config.dataset} with {config.estimator} "
+            f"({config.num_samples} f evaluations per layer and example), {config.steps:,} steps, batch "
+            f"{config.batch_size}, on {config.device} with {torch.get_num_threads()} thread(s), into {config.out}")
+
+
 def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tuple[RunLog, dict]:
     """The loop every experiment shares: batch, loss, backward, step, evaluate, log, checkpoint.
 
@@ -225,11 +295,7 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
     start, running = 0, []
     state = run.resume() if resume else None
     if state is not None:
-        changed = sorted(k for k, v in asdict(config).items()
-                         if k not in RESUMABLE_CHANGES and state["config"].get(k, 1 if k == "shards" else None) != v)
-        if changed:
-            raise ValueError(f"--resume with a different configuration than the checkpoint's: {changed} "
-                             f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+        check_same_configuration(config, state["config"])
         task.model.load_state_dict(state["model"])
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
@@ -244,9 +310,7 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
     loss_fn = parallel.wrap(task.model, task.loss)
     mine = parallel.my_shards(shards)
     sign = 1.0 if task.report_loss_as_is else -1.0
-    bar = progress(total=config.steps, desc=f"{config.model} {config.estimator}",
-                   disable=not main)
-    bar.update(start)
+    bar = progress(total=config.steps, desc=f"{config.model} {config.estimator}", disable=not main, initial=start)
     window_start = run.elapsed()
     pending = []  # this window's losses, still on the device
     for step in range(start, config.steps):
@@ -274,6 +338,7 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
                 seconds = run.elapsed()
                 row = {"step": done, "seconds": seconds,
                        "steps_per_second": len(running) / max(seconds - window_start, 1e-9),
+                       "load_average": os.getloadavg()[0],  # other work on the machine, for the wall-clock
                        task.train_metric: sum(running) / len(running)}
                 task.model.eval()
                 row.update(task.evaluate(done, final))
@@ -300,8 +365,16 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
         "batch_size": config.batch_size, "processes": parallel.world_size(),
         "seconds": last["seconds"], task.train_metric: last[task.train_metric],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # what else ran: the seconds compare estimators only between runs that had the machine alike
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "load_average": _mean([r.get("load_average") for r in run.rows]),
     }
     return run, results
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def finish(run: RunLog, results: dict, config, curves: tuple, title: str) -> dict:
@@ -313,7 +386,10 @@ def finish(run: RunLog, results: dict, config, curves: tuple, title: str) -> dic
     if not run.write:
         return results
     write_json(run.out / "results.json", results)
-    plt = pyplot()
+    log.info("wrote %s", run.out / "results.json")
+    plt = pyplot(required=False)
+    if plt is None:
+        return results
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     steps = [r["step"] for r in run.rows]
     for key, label in curves:

@@ -17,6 +17,7 @@ from ..data import load_dataset
 from ..diagnostics import controls_frozen
 from ..models.vae import BinaryVAE
 from ..network import chain_estimate
+from .reporting import progress
 from .training import Task, TrainingConfig, finish, make_estimators, run_training
 
 
@@ -31,13 +32,15 @@ class VAEConfig(TrainingConfig):
 
 @torch.no_grad()
 def importance_weighted_bound(model: BinaryVAE, x: torch.Tensor, num_samples: int, generator=None,
-                              example_chunk: int = 100, sample_chunk: int = 100) -> torch.Tensor:
+                              example_chunk: int = 100, sample_chunk: int = 100, desc: str | None = None) -> torch.Tensor:
     """``log (1/K) sum_k p(x, b_k) / q(b_k | x)`` per example, ``(N,)``, in chunks (flat memory).
 
     With ``K = 1`` it is the ELBO of one sample. Memory is bounded by
-    ``example_chunk * sample_chunk * 784`` floats whatever ``N`` and ``K``.
+    ``example_chunk * sample_chunk * 784`` floats whatever ``N`` and ``K``. With ``desc``, shows
+    its progress (it can take as long as thousands of training steps).
     """
     bounds = []
+    bar = progress(total=x.shape[0], desc=desc, unit="image", disable=desc is None)
     for start in range(0, x.shape[0], example_chunk):
         xb = x[start : start + example_chunk]
         parts = []
@@ -46,6 +49,8 @@ def importance_weighted_bound(model: BinaryVAE, x: torch.Tensor, num_samples: in
             samples, log_q = model.sample_posterior(xb, k, generator)
             parts.append(torch.logsumexp(model.log_joint(xb, samples) - log_q, dim=0))
         bounds.append(torch.logsumexp(torch.stack(parts), dim=0) - math.log(num_samples))
+        bar.update(xb.shape[0])
+    bar.close()
     return torch.cat(bounds)
 
 
@@ -72,9 +77,10 @@ def evaluate(model, data, estimators, config: VAEConfig, step: int, final: bool)
     gen = torch.Generator(config.device).manual_seed(10_000 * config.seed + step)  # apart from training
     device = config.device
     test = data.split("test").to(device)
-    row = {"test_elbo": float(importance_weighted_bound(model, test, 1, gen).mean()), "test_bound": math.nan}
-    if final:
-        row["test_bound"] = float(importance_weighted_bound(model, test, config.test_samples, gen).mean())
+    row = {"test_elbo": float(importance_weighted_bound(model, test, 1, gen).mean()), "test_bound": None}
+    if final:  # None until then: not computed (an empty cell in metrics.csv)
+        row["test_bound"] = float(importance_weighted_bound(model, test, config.test_samples, gen,
+                                                            desc=f"test bound (K={config.test_samples})").mean())
     fixed = data.split("train")[: config.batch_size].to(device)
     row["grad_var"] = encoder_gradient_variance(model, fixed, estimators, config.num_samples,
                                                 config.grad_var_draws, gen)
