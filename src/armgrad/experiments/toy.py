@@ -160,7 +160,7 @@ def run_study(config: ToyConfig) -> dict:
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tensors of 1 to 200 units: threads cost more than they save
-    bar = progress(total=len(jobs), desc="toy")
+    bar = progress(total=len(jobs), desc="toy", unit="run")
     for name, p0, seed in jobs:
         if p0 == "mixed":
             targets = torch.tensor(config.targets, dtype=torch.float64).repeat(
