@@ -240,15 +240,17 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
                       next(k for k in first if k not in ("step", "seconds", "steps_per_second")))
         compared = next((k for k in ("test_elbo", "valid_nll_bound") if k in first), metric)
         base = estimators.get(reference, {})
-        finals, middles, largest = [], [], 0.0
+        finals, middles, largest, starts = [], [], 0.0, []
         for name, runs in estimators.items():
             curves = list(runs.values())
             steps = _common_steps(curves)
             values = _mean_at(curves, steps, metric)
             finals.append(values[-1])
             middles.append(values[len(values) // 2])
+            seconds = _mean_at(curves, steps, "seconds")
+            starts.append((steps[len(steps) // 2], seconds[len(steps) // 2]))
             row[0].plot(steps, values, color=color[name])
-            row[1].plot(_mean_at(curves, steps, "seconds"), values, color=color[name])
+            row[1].plot(seconds, values, color=color[name])
             seeds = sorted(set(runs) & set(base), key=str)
             if name != reference and seeds:
                 mine, theirs = [runs[s] for s in seeds], [base[s] for s in seeds]
@@ -270,7 +272,7 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
             ticks = [0, 0.5, 1, 2, 5, 10, 20, 50, 100, 200]
             row[2].yaxis.set_major_locator(FixedLocator(sorted({*ticks, *(-t for t in ticks)})))
             row[2].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            scale = "nats; linear within ±1, logarithmic beyond"
+            scale = "nats, log scale beyond ±1"
         row[2].set_xlabel("step")
         row[2].set_ylabel(f"difference ({scale})")
         handles = [Line2D([], [], color=color[name], label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
@@ -285,6 +287,8 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
         if margin > 0:
             for ax in row[:2]:
                 ax.set_ylim(*sorted([worst, best + (margin if higher_better else -margin)]))
+            row[0].set_xlim(left=min(step for step, _ in starts))  # and the steps where those values are
+            row[1].set_xlim(left=min(sec for _, sec in starts))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
