@@ -55,15 +55,7 @@ def versions(baseline: str) -> dict:
 
 
 def grad_cases(mods: dict, args) -> tuple[dict, dict]:
-    f = suite.decoder_objective(args.batch, 200, args.device)
-    logits = torch.randn(args.batch, 200, device=args.device)
-    gen = torch.Generator(args.device).manual_seed(0)
-
-    def bare():
-        with torch.no_grad():
-            u = torch.rand((args.budget, *logits.shape), generator=gen, device=args.device)
-            return f((u < torch.sigmoid(logits)).float())
-
+    f, logits, gen, bare = suite.grad_problem(args)
     cases, keys = {"bare": bare}, {}
     for version, mod in mods.items():
         for name, spec in mod.ESTIMATORS.items():

@@ -81,7 +81,9 @@ def decoder_objective(batch, units, device, pixels=784, seed=0):
     return neg_log_likelihood
 
 
-def bench_grad(args) -> dict:
+def grad_problem(args):
+    """The ``grad`` section's objective, logits and generator, and its reference: the bare cost of
+    drawing the uniforms, thresholding them and evaluating ``f`` once on the stacked samples."""
     f = decoder_objective(args.batch, 200, args.device)
     logits = torch.randn(args.batch, 200, device=args.device)
     gen = torch.Generator(args.device).manual_seed(0)
@@ -91,6 +93,11 @@ def bench_grad(args) -> dict:
             u = torch.rand((args.budget, *logits.shape), generator=gen, device=args.device)
             return f((u < torch.sigmoid(logits)).float())
 
+    return f, logits, gen, bare
+
+
+def bench_grad(args) -> dict:
+    f, logits, gen, bare = grad_problem(args)
     cases, evaluations = {"bare (sample + f)": bare}, {"bare (sample + f)": args.budget}
     for name, spec in ESTIMATORS.items():
         if spec.evaluates_f_at == ENUMERATION:
