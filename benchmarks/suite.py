@@ -42,7 +42,7 @@ from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import BinaryVAE
 
-SECTIONS = ("grad", "step", "layers", "variance")
+SECTIONS = ("grad", "multisample", "step", "layers", "variance")
 # the stateless estimators that evaluate f at binary points only (fused into one call of f per step)
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY, learned=False, needs_df_db=False)
 # every stateless Monte Carlo estimator, biased ones included (their variance hides their bias)
@@ -112,6 +112,44 @@ def bench_grad(args) -> dict:
             for name, t in medians.items()]
     return {"title": f"`armgrad.grad`, batch {args.batch} x 200 units, budget {args.budget}, against the bare "
                      "f evaluations", "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"], "rows": rows}
+
+
+def bench_multisample(args) -> dict:
+    """``armgrad.multisample.estimate`` and its gradient w.r.t. the logits (estimator and pathwise parts),
+    per estimator and K, against the bare cost of its evaluations of the log-weight (sample them,
+    threshold, evaluate ``log p(x | b) - log q(b)`` once, no gradient)."""
+    from armgrad import multisample
+
+    f = decoder_objective(args.batch, 200, args.device)
+    base = torch.randn(args.batch, 200, device=args.device)
+    gen = torch.Generator(args.device).manual_seed(0)
+    rows = []
+    for k in (2, 5):
+        logits = base.clone().requires_grad_(True)
+
+        def log_weight(b):
+            log_q = -F.binary_cross_entropy_with_logits(logits.expand_as(b), b, reduction="none").sum(-1)
+            return -f(b) - log_q
+
+        def bare(evaluations):
+            with torch.no_grad():
+                u = torch.rand((evaluations, *logits.shape), generator=gen, device=args.device)
+                return log_weight((u < torch.sigmoid(logits)).float())
+
+        cases, evaluations = {}, {}
+        for name, est in multisample.ESTIMATORS.items():
+            n = est.evaluations(k)
+            cases[f"bare {n}"] = lambda n=n: bare(n)
+            cases[name] = lambda name=name: torch.autograd.grad(
+                multisample.estimate(log_weight, logits, name, k, generator=gen).sum(), logits)
+            evaluations[name] = n
+        medians = interleaved(cases, args.repeats * 2, args.device)
+        rows += [{"K": k, "estimator": name, "log_weight_evaluations": evaluations[name],
+                  "median_ms": 1e3 * medians[name], "ratio_to_bare": medians[name] / medians[f"bare {evaluations[name]}"]}
+                 for name in multisample.ESTIMATORS]
+    return {"title": f"`armgrad.multisample.estimate` and its gradient, batch {args.batch} x 200 units, against the bare "
+                     "evaluations of the log-weight", "columns": ["K", "estimator", "log_weight_evaluations",
+                                                                  "median_ms", "ratio_to_bare"], "rows": rows}
 
 
 def floor_step(model, x, configurations, generator):

@@ -102,14 +102,14 @@ def test_cli_vae_and_report(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
-    assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "±" in table
+    assert "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table and "±" in table
     # a shorter run (a study in progress) is its own row, never averaged with the finished ones
     assert cli.main(["vae", "--dataset", "mnist", "--data-dir", config.data_dir, "--steps", "2", "--batch-size", "8",
                      "--eval-every", "2", "--test-samples", "3", "--grad-var-draws", "2", "--estimator", "arm",
                      "--seed", "2", "--out", str(tmp_path / "runs" / "arm-2")]) == 0
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
-    assert "| mnist | linear | arm | 2 | 4 | 2 |" in table and "| mnist | linear | arm | 2 | 2 | 1 |" in table
+    assert "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table and "| mnist | linear | elbo | arm | 2 | 2 | 1 |" in table
     assert (tmp_path / "report" / "report.png").exists()
     # seed by seed against arm: disarm's two seeds pair with arm's at 4 steps; the 2-step arm run has no partner
     paired = json.loads((tmp_path / "report" / "report.json").read_text())["paired"]
@@ -118,7 +118,7 @@ def test_cli_vae_and_report(tmp_path, capsys):
             for e in ("arm", "disarm") for s in (0, 1)}
     diffs = [runs["disarm", s]["test_elbo"] - runs["arm", s]["test_elbo"] for s in (0, 1)]
     assert paired[0]["test_elbo"]["mean"] == pytest.approx(sum(diffs) / 2)
-    assert "| mnist | linear | 2 | 4 | disarm | 2 |" in table
+    assert "| mnist | linear | elbo | 2 | 4 | disarm | 2 |" in table
 
 
 def test_paired_differences_cancel_the_seed_effect():

@@ -174,11 +174,16 @@ at_least_two = _number(int, 2, True, "an integer >= 2")
 
 
 def estimator_name(text: str) -> str:
-    """An argparse type: a registered estimator, with a suggestion for a typo."""
+    """An argparse type: a registered estimator (single- or multi-sample), with a suggestion for a typo."""
+    from . import multisample
+
+    if text in multisample.ESTIMATORS:
+        return text
     try:
         return get_estimator(text).name
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(str(error).replace("Known: ", "Known: " + ", ".join(
+            n for n in multisample.ESTIMATORS if n not in ESTIMATORS) + ", ")) from None
 
 
 FLAG_TYPES = {
@@ -192,7 +197,8 @@ FLAG_HELP = {
     "dataset": "the data set",
     "data_dir": "folder with the dataset's files (else the cache and system folders)",
     "model": "the model",
-    "estimator": f"one of {', '.join(ESTIMATORS)}",
+    "estimator": f"one of {', '.join(ESTIMATORS)}; with --objective iwae: vimco, local_disarm, reinforce",
+    "objective": "elbo (one sample per evaluation) or iwae (the num_samples-sample importance-weighted bound)",
     "steps": "training steps",
     "batch_size": "examples per step",
     "seed": "initial weights, batches, binarisation and noise",
@@ -229,6 +235,22 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, choices: dic
 def check_before_data(parser: argparse.ArgumentParser, args) -> None:
     """What can be refused before any data is loaded: the budget the estimator cannot spend, and an
     estimator that cannot train these models (enumeration of 200 units)."""
+    if getattr(args, "objective", "elbo") == "iwae":
+        from . import multisample
+        from .models.vae import BinaryVAE
+
+        try:
+            multisample.get_estimator(args.estimator).check_budget(args.num_samples)
+        except ValueError as error:
+            parser.error(f"--objective iwae --estimator {args.estimator} --num-samples {args.num_samples}: {error}")
+        if args.model.startswith("linear") and args.model[-1].isdigit():
+            parser.error(f"--objective iwae trains models with one stochastic layer (linear, nonlinear), not "
+                         f"{args.model}")
+        return
+    from . import multisample
+
+    if args.estimator not in ESTIMATORS and args.estimator in multisample.ESTIMATORS:
+        parser.error(f"--estimator {args.estimator} estimates the multi-sample bound: add --objective iwae")
     spec = get_estimator(args.estimator)
     if spec.evaluates_f_at == ENUMERATION:
         parser.error(f"--estimator {spec.name} enumerates 2^D states, and these models have 200 units per "
@@ -285,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .models.vae import MODELS
 
     vae = add("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
-    add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS})
+    add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS,
+                                              "objective": ["elbo", "iwae"]})
     sbn = add("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
     add_config_flags(sbn, SBNConfig, choices={
         "dataset": [n for n in DATASETS if "threshold" in n or "static" in n], "model": SBN_MODELS})

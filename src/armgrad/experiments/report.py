@@ -18,10 +18,10 @@ from pathlib import Path
 
 from .reporting import markdown_table, pyplot, write_atomic, write_json
 
-GROUP_KEYS = ("dataset", "model", "estimator", "num_samples", "steps")
+GROUP_KEYS = ("dataset", "model", "objective", "estimator", "num_samples", "steps")
 SETTING_KEYS = tuple(k for k in GROUP_KEYS if k != "estimator")  # what estimators are compared within
-PAIRED = ("test_elbo", "test_bound", "test_nll_bound")  # the headline numbers, compared seed by seed
-METRICS = ("train_elbo", "test_elbo", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
+PAIRED = ("test_elbo", "test_bound_k", "test_bound", "test_nll_bound")  # the headline numbers, compared seed by seed
+METRICS = ("train_elbo", "train_bound", "test_elbo", "test_bound_k", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
            "seconds")
 # one format per column: nats with two decimals, the gradient variance with three significant digits
 FORMATS = {"grad_var": ".3g", "seconds": ".0f"}
@@ -41,6 +41,14 @@ def find_runs(paths) -> list[Path]:
     if not runs:
         raise FileNotFoundError(f"no runs (folders with results.json) under {', '.join(map(str, paths))}")
     return runs
+
+
+def _get(result: dict, key: str):
+    """A run's value of a grouping key; runs from before the objective was recorded trained the ELBO (VAE)
+    or the likelihood (SBN)."""
+    if key == "objective" and result.get(key) is None:
+        return "elbo" if "test_elbo" in result else "likelihood"
+    return result.get(key)
 
 
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:
@@ -67,7 +75,7 @@ def _by_setting(items) -> dict[tuple, dict]:
     """``(result, value)`` pairs -> ``{setting: {estimator: {seed: value}}}``."""
     settings: dict[tuple, dict] = {}
     for result, value in items:
-        setting = tuple(result.get(k) for k in SETTING_KEYS)
+        setting = tuple(_get(result, k) for k in SETTING_KEYS)
         settings.setdefault(setting, {}).setdefault(result["estimator"], {})[result.get("seed")] = value
     return settings
 
@@ -105,8 +113,9 @@ def _paired_table(entries: list[dict], reference: str) -> str:
     rows = []
     for e in entries:
         cells = [_cell(e.get(m, {"mean": math.nan, "stderr": math.nan}), "+" + NATS) for m in metrics]
-        rows.append([e["dataset"], e["model"], e["num_samples"], e["steps"], e["estimator"], e["pairs"], *cells])
-    header = ["dataset", "model", "num_samples", "steps", "estimator", "seeds paired",
+        rows.append([e["dataset"], e["model"], e["objective"], e["num_samples"], e["steps"], e["estimator"], e["pairs"],
+                     *cells])
+    header = ["dataset", "model", "objective", "num_samples", "steps", "estimator", "seeds paired",
               *[f"{m} difference" for m in metrics]]
     return (f"\n\n## Seed by seed against {reference}\n\nThe difference from the {reference} run of the same "
             "seed (same initial weights, batches and binarisation), mean ± standard error over the seeds both "
@@ -124,7 +133,7 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
     results = [(run, json.loads((run / "results.json").read_text())) for run in runs]
     groups: dict[tuple, list] = {}
     for run, result in results:
-        groups.setdefault(tuple(result.get(k) for k in GROUP_KEYS), []).append((run, result))
+        groups.setdefault(tuple(_get(result, k) for k in GROUP_KEYS), []).append((run, result))
     metrics = [m for m in METRICS if any(r.get(m) is not None for _, r in results)]
     rows, summary = [], []
     for key, members in groups.items():
@@ -175,10 +184,11 @@ def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
     for setting, estimators in _by_setting((r, r) for r in results).items():
         first = next(iter(next(iter(estimators.values())).values()))
         metric, higher = next(((m, h) for m, h in HEADLINE if first.get(m) is not None), (None, True))
-        columns = [m for m in ("train_elbo", "test_elbo", "test_bound", "train_nll", "test_nll_bound", "grad_var")
+        columns = [m for m in ("train_elbo", "train_bound", "test_elbo", "test_bound_k", "test_bound", "train_nll",
+                               "test_nll_bound", "grad_var")
                    if first.get(m) is not None]
-        dataset, model, budget, steps = setting
-        lines.append(f"{dataset}, {model} model, {budget} f evaluations per example, {steps:,} steps:")
+        dataset, model, objective, budget, steps = setting
+        lines.append(f"{dataset}, {model} model, {objective}, {budget} f evaluations per example, {steps:,} steps:")
         table = [["estimator", "seeds", *columns]]
         means = {}
         for name, runs in estimators.items():
@@ -258,7 +268,8 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
                 diff = [a - b for a, b in zip(_mean_at(mine, steps, compared), _mean_at(theirs, steps, compared))]
                 row[2].plot(steps, diff, color=color[name])
                 largest = max([largest, *map(abs, diff)])
-        where = " ".join(str(k) for k in setting[:2]) + f", budget {setting[2]}, {setting[3]:,} steps"
+        dataset, model, objective, budget, steps = setting
+        where = f"{dataset} {model}, {objective}, budget {budget}, {steps:,} steps"
         row[0].set_title(f"{metric} against steps ({where})", fontsize=9)
         row[1].set_title(f"{metric} against wall-clock seconds", fontsize=9)
         row[2].set_title(f"{compared} minus {reference}'s, seed by seed", fontsize=9)

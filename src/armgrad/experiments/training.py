@@ -18,7 +18,7 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -226,8 +226,9 @@ def existing_run(out) -> str | None:
 
 def check_same_configuration(config, saved: dict) -> None:
     """Refuse to resume a checkpoint made with another configuration (only RESUMABLE_CHANGES may differ)."""
+    defaults = {f.name: f.default for f in fields(config)}  # a field added since the checkpoint: its default
     changed = sorted(k for k, v in asdict(config).items()
-                     if k not in RESUMABLE_CHANGES and saved.get(k, 1 if k == "shards" else None) != v)
+                     if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {getattr(config, k)!r} now" for k in changed)
         raise ConfigurationError(
@@ -262,8 +263,10 @@ def prepare_out(config, resume: bool = False, overwrite: bool = False) -> None:
 
 def describe(config, kind: str) -> str:
     """One line saying what is trained and where it is written."""
+    budget = (f"on the {config.num_samples}-sample bound" if getattr(config, "objective", "elbo") == "iwae" else
+              f"({config.num_samples} f evaluations per layer and example)")
     return (f"training a {config.model} {kind} on {config.dataset} with {config.estimator} "
-            f"({config.num_samples} f evaluations per layer and example), {config.steps:,} steps, batch "
+            f"{budget}, {config.steps:,} steps, batch "
             f"{config.batch_size}, on {config.device} with {torch.get_num_threads()} thread(s), into {config.out}")
 
 

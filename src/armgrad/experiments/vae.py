@@ -15,10 +15,11 @@ import torch
 
 from ..data import load_dataset
 from ..diagnostics import controls_frozen
-from ..models.vae import BinaryVAE
+from .. import multisample
+from ..models.vae import BinaryVAE, bernoulli_log_prob
 from ..network import chain_estimate
 from .reporting import progress
-from .training import Task, TrainingConfig, finish, make_estimators, run_training
+from .training import ConfigurationError, Task, TrainingConfig, finish, make_estimators, run_training
 
 
 @dataclass
@@ -28,6 +29,7 @@ class VAEConfig(TrainingConfig):
     out: str = "runs/vae"
     prior_lr: float = 1e-2  # SGD, prior logits
     grad_var_draws: int = 20  # encoder-gradient estimates drawn for its variance, at each evaluation
+    objective: str = "elbo"  # or "iwae": the num_samples-sample importance-weighted bound (one stochastic layer)
 
 
 @torch.no_grad()
@@ -55,10 +57,34 @@ def importance_weighted_bound(model: BinaryVAE, x: torch.Tensor, num_samples: in
 
 
 def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
-    """Mean over the batch of the estimated negative ELBO; its gradient is the estimator's."""
+    """Mean over the batch of the estimated negative ELBO, or with a multi-sample estimator of the
+    negative ``num_samples``-sample bound; its gradient is the estimator's."""
+    if isinstance(estimators[0], multisample.MultiSampleEstimator):
+        return -multisample_bound(model, x, estimators[0], num_samples, generator).mean()
     value = chain_estimate(partial(model.negative_elbo, x), model.encoder_layers(), x, estimators,
                            num_samples, generator=generator)
     return value.mean()
+
+
+def multisample_bound(model, x, estimator, num_samples, generator) -> torch.Tensor:
+    """The estimate of ``L_K`` per example: ``log_weight = log p(x, b) - log q(b | x)`` with the live logits."""
+    (layer,) = model.encoder_layers()
+    logits = layer(x)
+
+    def log_weight(b):  # (S, batch, D) -> (S, batch)
+        return model.log_joint(x, [b]) - bernoulli_log_prob(logits.expand_as(b), b)
+
+    return multisample.estimate(log_weight, logits, estimator, num_samples, generator=generator)
+
+
+def make_vae_estimators(config, model, device) -> list:
+    """The estimator of each stochastic layer; one multi-sample estimator for the IWAE objective."""
+    if config.objective == "iwae":
+        if model.num_layers != 1:
+            raise ConfigurationError(f"--objective iwae trains models with one stochastic layer, not "
+                                     f"{config.model!r} ({model.num_layers} layers)")
+        return [multisample.get_estimator(config.estimator)]
+    return make_estimators(config.estimator, model.num_layers, model.prior_logits.numel(), device)
 
 
 def encoder_gradient_variance(model, x, estimators, num_samples, draws: int, generator) -> float:
@@ -78,6 +104,8 @@ def evaluate(model, data, estimators, config: VAEConfig, step: int, final: bool)
     device = config.device
     test = data.split("test").to(device)
     row = {"test_elbo": float(importance_weighted_bound(model, test, 1, gen).mean()), "test_bound": None}
+    if config.objective == "iwae":  # the training objective's own bound, on the test set
+        row["test_bound_k"] = float(importance_weighted_bound(model, test, config.num_samples, gen).mean())
     if final:  # None until then: not computed (an empty cell in metrics.csv)
         row["test_bound"] = float(importance_weighted_bound(model, test, config.test_samples, gen,
                                                             desc=f"test bound (K={config.test_samples})").mean())
@@ -93,7 +121,7 @@ def train(config: VAEConfig, resume: bool = False) -> dict:
     data = load_dataset(config.dataset, config.data_dir)
     torch.manual_seed(config.seed)  # initial weights
     model = BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device)
-    estimators = make_estimators(config.estimator, model.num_layers, model.prior_logits.numel(), device)
+    estimators = make_vae_estimators(config, model, device)
     optimizers = {
         "model": torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), lr=config.lr),
         "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
@@ -104,10 +132,14 @@ def train(config: VAEConfig, resume: bool = False) -> dict:
         batch=data.train_batch,
         num_train=data.train.shape[0],
         evaluate=lambda step, final: evaluate(model, data, estimators, config, step, final),
+        train_metric="train_elbo" if config.objective == "elbo" else "train_bound",
     )
     run, results = run_training(config, task, resume)
     last = run.rows[-1]
     results.update(test_elbo=last["test_elbo"], test_bound=last["test_bound"], test_samples=config.test_samples,
-                   grad_var=last["grad_var"])
-    curves = (("train_elbo", "train ELBO (1 sample)"), ("test_elbo", "test ELBO (1 sample)"))
+                   grad_var=last["grad_var"], objective=config.objective)
+    if config.objective == "iwae":
+        results["test_bound_k"] = last["test_bound_k"]
+    curves = (("train_elbo", "train ELBO (1 sample)") if config.objective == "elbo" else
+              ("train_bound", f"train bound (K={config.num_samples})"), ("test_elbo", "test ELBO (1 sample)"))
     return finish(run, results, config, curves, f"{config.dataset} {config.model} {config.estimator}")
