@@ -14,3 +14,4 @@ def test_quickstart_runs():
     assert namespace["logits"].grad.shape == (50, 200)
     assert namespace["g"].shape == (50, 200)
     assert "| arm |" in namespace["report"].table()
+    assert namespace["phi"].grad.shape == (50, 20) and namespace["bound"].shape == (50,)

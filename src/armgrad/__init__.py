@@ -5,11 +5,13 @@ Public contract (docs/design.md section 2):
 - :func:`estimate` ``(f, logits, estimator="arm", num_samples=2, *, generator=None, **options)``
 - :func:`grad`, the estimate of ``d E[f] / d logits`` itself;
 - :func:`exact`, ``(value, grad)`` by enumeration;
-- :data:`ESTIMATORS`, name -> estimator (unbiased?, cost in f evaluations, noise shape).
+- :data:`ESTIMATORS`, name -> estimator (unbiased?, cost in f evaluations, noise shape);
+- :mod:`multisample`: the K-sample importance-weighted bound and its estimators (VIMCO, local DisARM).
 """
 
+from . import multisample
 from .api import estimate, exact, grad
 from .estimators import ESTIMATORS
 
-__all__ = ["ESTIMATORS", "estimate", "exact", "grad"]
+__all__ = ["ESTIMATORS", "estimate", "exact", "grad", "multisample"]
 __version__ = "0.1.0"

@@ -32,11 +32,18 @@ log = logging.getLogger("armgrad")
 
 
 def estimators_table() -> str:
-    """The registry as a Markdown table: name, unbiased, cost in f evaluations, reference."""
+    """The registries as Markdown tables: name, unbiased, cost in f evaluations, what it is, reference."""
+    from . import multisample
+
     lines = ["| estimator | unbiased | f evaluations for budget S | what it is | reference |",
              "|---|---|---|---|---|"]
     for e in ESTIMATORS.values():
         cost = "2^D" if e.evaluates_f_at == ENUMERATION else e.budget.describe()
+        lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
+    lines += ["", "Multi-sample objectives (`armgrad.multisample`), the K-sample bound `L_K`:", "",
+              "| estimator | unbiased | log-weight evaluations for K | what it is | reference |", "|---|---|---|---|---|"]
+    for e in multisample.ESTIMATORS.values():
+        cost = ("K" if e.evaluations(1) == 1 else f"{e.evaluations(1)}K") + f" (K >= {e.budget.minimum})"
         lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
     return "\n".join(lines) + "\n"
 

@@ -22,6 +22,7 @@ from .base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPoint
                    Estimate, Estimator, LearnedControlEstimator, evaluate, value_of)
 from .control import ControlVariateEstimator, Rebar, Relax
 from .exact import Exact
+from .gradient_control import RODEO, DoubleCV
 from .relaxed import Gumbel, StraightThrough
 from .score import Reinforce, ReinforceLOO
 
@@ -47,6 +48,8 @@ ESTIMATORS: dict[str, Estimator] = registry(
     StraightThrough(),
     Rebar().requires_grad_(False),
     Relax(),
+    DoubleCV().requires_grad_(False),
+    RODEO().requires_grad_(False),
     Exact(),
 )
 
