@@ -178,7 +178,9 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         cli.main(["vae", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # whatever the terminal's width
-    assert "(default: 1000000)" in text and "(default: disarm)" in text and "(default: 0.0001)" in text
+    assert "(default: 1000000)" in text and "(default: disarm)" in text and "(default: 0.001)" in text
+    assert "--lr LR Adam learning rate of the model (None: the --protocol's) (default: None)" in text
+    assert "disarm: batch 50, Adam 1e-4, learned prior" in text
 
 
 def test_study_script_says_what_it_does_and_skips_finished_runs(tmp_path, data):
@@ -200,3 +202,21 @@ def test_study_script_says_what_it_does_and_skips_finished_runs(tmp_path, data):
     again = subprocess.run(["bash", "scripts/study.sh"], cwd=root, env=env, capture_output=True, text=True,
                            timeout=300)
     assert "[1/2] skipped, already finished" in again.stdout and "[2/2] skipped" in again.stdout
+
+
+def test_protocol_presets_and_what_overrides_them(tmp_path, data):
+    from armgrad.experiments.vae import protocol_values
+
+    assert protocol_values("rodeo", "fashion-mnist") == {"batch_size": 100, "lr": 3e-4, "prior_lr": 0.0}
+    assert protocol_values("rodeo", "mnist")["lr"] == 1e-3
+    out = tmp_path / "run"
+    assert cli.main(tiny(data, out, "--protocol", "rodeo")) == 0  # tiny() gives --batch-size 8 explicitly
+    results = json.loads((out / "results.json").read_text())
+    config = results["config"]
+    assert results["protocol"] == "rodeo" and (config["batch_size"], config["lr"], config["prior_lr"]) == (8, 1e-3, 0.0)
+    import torch
+
+    prior = torch.load(out / "checkpoint.pt", weights_only=False)["model"]["prior_logits"]
+    assert torch.equal(prior, torch.zeros_like(prior))  # the RODEO protocol's prior stays at p = 1/2
+    assert cli.main(tiny(data, tmp_path / "disarm")) == 0
+    assert json.loads((tmp_path / "disarm" / "results.json").read_text())["config"]["lr"] == 1e-4

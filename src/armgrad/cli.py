@@ -118,7 +118,12 @@ def _train_from_args(args, config_class, train, kind: str) -> int:
     from .experiments.training import describe, prepare_out
 
     fields = config_class.__dataclass_fields__
-    config = config_class(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if "protocol" in fields:  # a protocol sets what the flags leave unsaid
+        from .experiments.vae import protocol_values
+
+        given = {**protocol_values(given.get("protocol", "disarm"), given.get("dataset", "fashion-mnist")), **given}
+    config = config_class(**given)
     if args.threads:
         torch.set_num_threads(args.threads)
     parallel.init(config.device)  # joins the process group under torchrun; nothing alone
@@ -197,7 +202,7 @@ FLAG_TYPES = {
     "steps": positive_int, "batch_size": positive_int, "shards": positive_int, "eval_every": positive_int,
     "checkpoint_every": positive_int, "num_samples": positive_int, "test_samples": positive_int,
     "eval_samples": positive_int, "grad_var_draws": at_least_two, "seed": count, "lr": positive_float,
-    "prior_lr": positive_float, "control_lr": positive_float, "slope": nonnegative_float, "estimator": estimator_name,
+    "prior_lr": nonnegative_float, "control_lr": positive_float, "slope": nonnegative_float, "estimator": estimator_name,
 }
 
 FLAG_HELP = {
@@ -206,6 +211,8 @@ FLAG_HELP = {
     "model": "the model",
     "estimator": f"one of {', '.join(ESTIMATORS)}; with --objective iwae: vimco, local_disarm, reinforce",
     "objective": "elbo (one sample per evaluation) or iwae (the num_samples-sample importance-weighted bound)",
+    "protocol": "disarm: batch 50, Adam 1e-4, learned prior (SGD 1e-2); rodeo: batch 100, Adam 1e-3 (3e-4 on "
+                "Fashion-MNIST), fixed prior. --batch-size, --lr and --prior-lr override it",
     "steps": "training steps",
     "batch_size": "examples per step",
     "seed": "initial weights, batches, binarisation and noise",
@@ -229,10 +236,15 @@ FLAG_HELP = {
 def add_config_flags(parser: argparse.ArgumentParser, config_class, choices: dict) -> None:
     """One flag per field of an experiment's config dataclass (the single source of its defaults),
     each validated as it is parsed, plus --threads, --resume and --overwrite."""
-    for name, spec in config_class.__dataclass_fields__.items():
+    fields = config_class.__dataclass_fields__
+    for name, spec in fields.items():
         kind = FLAG_TYPES.get(name, type(spec.default) if spec.default is not None else str)
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=spec.default,
-                            choices=choices.get(name), help=FLAG_HELP.get(name, ""))
+        default = spec.default
+        help_text = FLAG_HELP.get(name, "")
+        if "protocol" in fields and name in ("batch_size", "lr", "prior_lr"):
+            default, help_text = None, help_text + " (None: the --protocol's)"  # the protocol decides
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
+                            choices=choices.get(name), help=help_text)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (None: torch's choice)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
@@ -315,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     vae = add("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
     add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS,
-                                              "objective": ["elbo", "iwae"]})
+                                              "objective": ["elbo", "iwae"], "protocol": ["disarm", "rodeo"]})
     sbn = add("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
     add_config_flags(sbn, SBNConfig, choices={
         "dataset": [n for n in DATASETS if "threshold" in n or "static" in n], "model": SBN_MODELS})
