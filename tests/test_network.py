@@ -88,8 +88,6 @@ def test_chain_errors():
         chain_estimate(objective, [lambda h: h, lambda h: h], x, ["arm"] * 3, 2)
     with pytest.raises(ValueError, match="must be even"):
         chain_estimate(objective, [lambda h: h, lambda h: h], x, "arm", 3)
-    with pytest.raises(ValueError, match="one-layer chains only"):
-        chain_estimate(objective, [lambda h: h, lambda h: h], x, "rebar", 3)
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
@@ -112,3 +110,22 @@ def test_one_layer_chain_is_the_plain_estimate(name):
     (g_plain,) = torch.autograd.grad(plain.sum(), w)
     torch.testing.assert_close(chained, plain)
     torch.testing.assert_close(g_chain, g_plain)
+
+
+def test_rebar_with_hard_upper_layers_is_detected(monkeypatch):
+    """REBAR's control needs the layers above relaxed with shared noise; drawn hard, layer 1 is biased."""
+    from armgrad import network
+    from test_generated import CHAIN_DRAWS, brute_force_chain, layer_fns, make_chain
+
+    x, params, objective = make_chain(2, seed=300)
+    _, truth = brute_force_chain(x, params, objective)
+    monkeypatch.setattr(network, "_relaxed_configurations",
+                        lambda base_samples, base_logits, layers, t, stacked, temperature, generator:
+                        network._configurations(base_samples, base_logits, layers, t, stacked,
+                                                base_logits[t].detach(), generator))
+    copies = [p.expand(CHAIN_DRAWS, *p.shape).clone().requires_grad_(True) for p in params]
+    value = chain_estimate(objective, layer_fns(copies, CHAIN_DRAWS), x.expand(CHAIN_DRAWS, *x.shape), "rebar", 3,
+                           generator=torch.Generator().manual_seed(0))
+    value.sum().backward()
+    z = bias_z_scores(copies[0].grad, truth[0])
+    assert z.abs().max() > 10

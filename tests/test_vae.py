@@ -78,13 +78,14 @@ def test_resume_refuses_another_configuration(tmp_path):
         train(tiny_config(tmp_path, steps=6, lr=1e-3), resume=True)
 
 
-@pytest.mark.parametrize("model,estimator", [("linear2", "arm"), ("linear", "relax"), ("linear", "gumbel")])
+@pytest.mark.parametrize("model,estimator", [("linear2", "arm"), ("linear", "relax"), ("linear2", "relax"),
+                                             ("linear2", "rodeo"), ("linear", "gumbel")])
 def test_models_train_with_estimators(tmp_path, model, estimator):
     num_samples = 3 if estimator == "relax" else 2
     results = train(tiny_config(tmp_path, model=model, estimator=estimator, num_samples=num_samples))
     assert math.isfinite(results["train_elbo"]) and math.isfinite(results["test_bound"])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert (state["estimators"][0] is not None) == (estimator == "relax")
+    assert (state["estimators"][0] is not None) == (estimator in ("relax", "rodeo"))  # learned controls saved
 
 
 def test_cli_vae_and_report(tmp_path, capsys):

@@ -18,11 +18,10 @@ For estimators that evaluate ``f`` only at binary points (:class:`BinaryPointEst
 ALL layers are stacked into ONE call of ``f`` with ``sum_t K_t`` configurations (``2T`` for ARM).
 The others make one call per layer; for the biased pathwise ones (gumbel, st) the layers above a
 relaxed sample are drawn hard (their gradient path through later layers is not followed: both
-are biased anyway). Unbiased estimators that evaluate ``f`` at relaxed points (REBAR, RELAX) work
-on one-layer chains only: with layers above, their control ``c(z)`` would need the upper layers
-relaxed too, with noise shared between ``c(z)`` and ``c(z~)`` (Tucker et al., 2017, section 3.3),
-which is not implemented; drawing them hard would bias the gradient, so a clear error is raised
-instead. ``exact`` on a chain of several layers enumerates every configuration of every layer
+are biased anyway). REBAR and RELAX (unbiased, ``f`` at binary and relaxed points) follow Tucker et
+al. (2017, section 3.3): the layers above a relaxed sample are relaxed too, with one uniform per
+upper unit shared by the hard sample and both relaxations, so that ``c(z)`` and ``c(z~)`` see the
+same upper noise (:func:`_relaxed_configurations`). ``exact`` on a chain of several layers enumerates every configuration of every layer
 jointly (``prod_t 2^{D_t}`` evaluations, at most ``2^20``): the exact expectation and gradients.
 
 Every configuration evaluated is a sample from ``q(b_1, ..., b_T | x)``: each branch has the
@@ -100,6 +99,30 @@ def _configurations(base_samples, base_logits, layers, t, branch, branch_logits,
     return below + [branch] + above, below_logits + [branch_logits.expand(k, *branch_logits.shape)] + above_logits
 
 
+def _relaxed_configurations(base_samples, base_logits, layers, t, stacked, temperature, generator):
+    """Configurations for REBAR/RELAX at layer ``t`` (Tucker et al. 2017, section 3.3): ``stacked`` holds
+    ``S`` hard samples ``b``, then ``s(z / tau)`` and ``s(z~ / tau)`` (``3S`` rows). Every layer above
+    draws ONE ``u`` per draw, shared by the three: the hard row continues with ``H(phi + logit(u))``
+    (a Bernoulli(s(phi)) draw), the relaxed rows with ``s((phi + logit(u)) / tau)``, differentiable in
+    the relaxed input below, so that the controls ``c(z)`` and ``c(z~)`` see the same upper noise. The
+    value and the model's gradients come from the hard rows only; the relaxed rows feed the controls."""
+    k, s = stacked.shape[0], stacked.shape[0] // 3
+    below = [b.expand(k, *b.shape) for b in base_samples[:t]]
+    below_logits = [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]]
+    samples, logits, h = [stacked], [base_logits[t].detach().expand(k, *base_logits[t].shape)], stacked
+    tau = temperature.to(stacked.dtype)
+    for layer in layers[t + 1 :]:
+        phi = layer(h)
+        u = torch.rand((s, *phi.shape[1:]), generator=generator, dtype=phi.dtype, device=phi.device)
+        z = phi + torch.logit(u.clamp_(min=torch.finfo(phi.dtype).tiny)).repeat(3, *([1] * (phi.dim() - 1)))
+        h = torch.cat([(z[:s] > 0).to(phi.dtype), torch.sigmoid(z[s:] / tau)])
+        samples.append(h)
+        # the relaxed rows' logits stay attached: c(z) must be one differentiable function of z, also where
+        # f reads the logits (the hard rows' are detached, as everywhere: no gradient reaches the layers)
+        logits.append(torch.cat([phi[:s].detach(), phi[s:]]))
+    return below + samples, below_logits + logits
+
+
 def chain_estimate(
     objective: Callable,
     layers: Sequence[Layer],
@@ -171,9 +194,13 @@ def chain_estimate(
         if isinstance(spec, BinaryPointEstimator):
             continue
 
-        def layer_objective(branch, t=t):
-            samples, logits = _configurations(base_samples, base_logits, layers, t, branch,
-                                              base_logits[t].detach(), generator)
+        def layer_objective(branch, t=t, spec=spec):
+            if spec.unbiased and spec.evaluates_f_at == BINARY_AND_RELAXED and t < len(layers) - 1:
+                samples, logits = _relaxed_configurations(base_samples, base_logits, layers, t, branch,
+                                                          spec.temperature, generator)
+            else:
+                samples, logits = _configurations(base_samples, base_logits, layers, t, branch,
+                                                  base_logits[t].detach(), generator)
             return objective(samples, logits)
 
         # a pathwise estimator differentiates through the attached logits; the others detach them
@@ -200,11 +227,10 @@ def _check_multilayer(specs, num_layers: int) -> None:
             "not mixed with Monte Carlo estimators"
         )
     for spec in specs:
-        if spec.unbiased and spec.evaluates_f_at in (RELAXED, BINARY_AND_RELAXED):
+        if spec.unbiased and spec.evaluates_f_at == RELAXED:
             raise ValueError(
-                f"estimator {spec.name!r} is supported on one-layer chains only: its control variate would "
-                f"need the {num_layers - 1} layer(s) above relaxed with shared noise, which armgrad does not "
-                f"implement (see armgrad.network); use one that evaluates f at binary points: "
+                f"estimator {spec.name!r} evaluates f only at relaxed points and claims no bias: the chain recipe "
+                f"has no way to relax the layers above for it; use one that evaluates f at binary points: "
                 f"{', '.join(select(unbiased=True, evaluates_f_at=BINARY, learned=False))}"
             )
 
