@@ -37,14 +37,15 @@ import torch.nn.functional as F
 
 import armgrad
 from armgrad import ESTIMATORS
-from armgrad.estimators import BINARY, ENUMERATION, select
+from armgrad.estimators import BINARY, ENUMERATION, LearnedControlEstimator, select
 from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import BinaryVAE
 
 SECTIONS = ("grad", "multisample", "step", "layers", "variance")
-# the stateless estimators that evaluate f at binary points only (fused into one call of f per step)
-STEP_ESTIMATORS = select(evaluates_f_at=BINARY, learned=False, needs_df_db=False)
+# the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
+# step; Double CV and RODEO with their df/db and their controls' variance gradient)
+STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
 # every stateless Monte Carlo estimator, biased ones included (their variance hides their bias)
 VARIANCE_ESTIMATORS = select(learned=False, evaluates_f_at=lambda where: where != ENUMERATION)
 CHECKPOINTS = ("runs/vae-study/linear-disarm-seed0/checkpoint.pt", "runs/vae-long/linear-disarm-seed0/checkpoint.pt",
@@ -172,6 +173,14 @@ def _batch(args, seed=0):
     return (torch.rand(args.batch, 784, generator=g) < 0.3).float().to(args.device)
 
 
+def training_step(model, x, estimators, budget, generator) -> None:
+    """The loss and backward pass of one step, and the learned controls' variance gradient (no optimiser)."""
+    training_loss(model, x, estimators, budget, generator).backward()
+    for e in estimators:
+        if isinstance(e, LearnedControlEstimator):
+            e.backward_variance()
+
+
 def bench_step(args) -> dict:
     x, gen = _batch(args), torch.Generator(args.device).manual_seed(0)
     rows = []
@@ -180,8 +189,8 @@ def bench_step(args) -> dict:
         cases = {"floor": lambda: floor_step(model, x, model.num_layers * args.budget, gen)}
         for est in STEP_ESTIMATORS:
             budget = ESTIMATORS[est].valid_budget(args.budget)
-            cases[est] = lambda est=est, budget=budget: training_loss(model, x, [est] * model.num_layers,
-                                                                      budget, gen).backward()
+            estimators = make_estimators(est, model.num_layers, 200, args.device)
+            cases[est] = lambda estimators=estimators, budget=budget: training_step(model, x, estimators, budget, gen)
         medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
         rows += [{"model": name, "case": case, "median_ms": 1e3 * t, "ratio_to_floor": t / medians["floor"]}
                  for case, t in medians.items()]

@@ -23,7 +23,7 @@ def test_double_cv_is_exact_for_a_linear_f_at_alpha_minus_one():
     f = lambda b: (b * w).sum(-1) + 3.0  # noqa: E731
     _, truth = armgrad.exact(f, phi)
     for k in (2, 3, 5):
-        g = armgrad.grad(f, phi, DoubleCV(alpha=-1.0).double(), k, generator=torch.Generator().manual_seed(k))
+        g = armgrad.grad(f, phi, DoubleCV(num_units=4, alpha=-1.0).double(), k, generator=torch.Generator().manual_seed(k))
         torch.testing.assert_close(g, truth)
 
 
@@ -81,6 +81,12 @@ def test_a_wrong_control_passes_at_zero_and_fails_when_moved(wrong):
     assert at_zero.abs().max() < 5 and chi2_pvalue(at_zero) > 1e-4
     moved = z("moved")
     assert moved.abs().max() > 10 or chi2_pvalue(moved) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["double_cv", "rodeo"])
+def test_by_name_they_ask_to_be_created(name):
+    with pytest.raises(ValueError, match=rf"create it with armgrad.ESTIMATORS\['{name}'\].create\(num_units=D\)"):
+        armgrad.grad(lambda b: b.sum(-1), torch.zeros(2, 3), name, 2)
 
 
 @pytest.mark.parametrize("name", ["double_cv", "rodeo"])

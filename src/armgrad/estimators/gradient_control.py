@@ -55,7 +55,16 @@ class GradientControlEstimator(LearnedControlEstimator):
     budget = Budget(unit="independent draws", minimum=2)
     needs_df_db = True
 
+    def __init__(self, num_units: int | None = None):
+        super().__init__()
+        self.created = num_units is not None  # the registry's object (num_units=None) is not for estimating
+
     def estimate(self, f, logits, noise, num_samples) -> Estimate:
+        if not self.created:
+            raise ValueError(
+                f"estimator {self.name!r} learns its control variates, which start where it equals REINFORCE-LOO: "
+                f"create it with armgrad.ESTIMATORS[{self.name!r}].create(num_units=D), pass that object as the "
+                f"estimator and step its parameters after backward_variance() (as for 'relax')")
         with torch.enable_grad():
             p = torch.sigmoid(logits.detach())
             b = bernoulli(noise, p).requires_grad_(True)
@@ -82,7 +91,7 @@ class DoubleCV(GradientControlEstimator):
     summary = "leave-one-out REINFORCE + Taylor control alpha gbar_{-k}.(b_k - p), learned alpha"
 
     def __init__(self, num_units: int | None = None, alpha: float = 0.0):
-        super().__init__()
+        super().__init__(num_units)
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
 
     def gradient(self, fb, b, dfdb, p):
@@ -101,7 +110,7 @@ class RODEO(GradientControlEstimator):
 
     def __init__(self, num_units: int | None = None, hidden: int = 100, alpha: float = 0.0, beta: float = 0.0,
                  slope: float = 0.3):
-        super().__init__()
+        super().__init__(num_units)
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.beta = nn.Parameter(torch.tensor(float(beta)))
         self.network = nn.Sequential(nn.Linear(2, hidden), nn.LeakyReLU(slope), nn.Linear(hidden, 2))
