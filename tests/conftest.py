@@ -58,3 +58,24 @@ def make_logits(batch: int, units: int, seed: int, dtype=torch.float64):
 @pytest.fixture
 def problem():
     return make_objective(6, 4, seed=1), make_logits(6, 4, seed=2)
+
+
+def train_controls(estimator, f, logits, budget: int, steps: int, lr: float = 0.05, seed: int = 0) -> None:
+    """Adam on a learned-control estimator's variance objective, ``steps`` estimates of 64 draws each."""
+    import armgrad
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(estimator.parameters(), lr=lr)
+    for _ in range(steps):
+        armgrad.grad(f, logits.expand(64, *logits.shape), estimator, budget, generator=gen)
+        opt.zero_grad()
+        estimator.backward_variance()
+        opt.step()
+
+
+def summed_variance(f, logits, estimator, budget: int, draws: int = 4000, seed: int = 1) -> float:
+    """The gradient estimate's variance summed over coordinates, from ``draws`` estimates."""
+    from armgrad.diagnostics import draw_gradients
+
+    estimates = draw_gradients(f, logits, estimator, budget, draws, generator=torch.Generator().manual_seed(seed))
+    return float(estimates.var(0).sum())

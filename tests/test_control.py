@@ -7,7 +7,7 @@ import armgrad
 from armgrad import ESTIMATORS
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue, draw_gradients
 from armgrad.estimators import Rebar, Relax, control
-from conftest import make_logits, make_objective
+from conftest import make_logits, make_objective, summed_variance, train_controls
 
 
 def random_controls(kind, units, seed):
@@ -89,20 +89,9 @@ def test_training_the_controls_lowers_the_variance(kind):
     f = lambda b: ((b - 0.45) ** 2).sum(-1) + 2 * b.prod(-1)  # noqa: E731
     phi = torch.tensor([[0.5, -0.3, 1.0]], dtype=torch.float64)
     est = ESTIMATORS[kind].create(num_units=3, scale=0.0).double()
-    gen = torch.Generator().manual_seed(0)
-
-    def variance():
-        draws = draw_gradients(f, phi, est, 3, 4000, generator=torch.Generator().manual_seed(1))
-        return float(draws.var(0).sum())
-
-    before = variance()
-    opt = torch.optim.Adam(est.parameters(), lr=0.05)
-    for _ in range(150):
-        armgrad.grad(f, phi.expand(64, 1, 3), est, 3, generator=gen)
-        opt.zero_grad()
-        est.backward_variance()
-        opt.step()
-    assert variance() < 0.5 * before
+    before = summed_variance(f, phi, est, 3)
+    train_controls(est, f, phi, 3, steps=150)
+    assert summed_variance(f, phi, est, 3) < 0.5 * before
 
 
 def test_control_estimator_errors():

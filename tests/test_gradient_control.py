@@ -12,7 +12,7 @@ import armgrad
 from armgrad import ESTIMATORS
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue, draw_gradients
 from armgrad.estimators.gradient_control import RODEO, DoubleCV
-from conftest import make_objective
+from conftest import make_objective, summed_variance, train_controls
 from test_generated import make_instance, moderate_logits
 
 
@@ -33,21 +33,10 @@ def test_training_the_controls_lowers_the_variance_below_leave_one_out(name):
     phi = torch.tensor([[0.5, -0.3, 1.0]], dtype=torch.float64)
     torch.manual_seed(0)
     est = ESTIMATORS[name].create(num_units=3).double()
-    gen = torch.Generator().manual_seed(0)
-
-    def variance(estimator):
-        draws = draw_gradients(f, phi, estimator, 2, 4000, generator=torch.Generator().manual_seed(1))
-        return float(draws.var(0).sum())
-
-    loo = variance("reinforce_loo")
-    assert variance(est) == pytest.approx(loo)  # alpha = beta = 0: leave-one-out REINFORCE
-    opt = torch.optim.Adam(est.parameters(), lr=0.05)
-    for _ in range(200):
-        armgrad.grad(f, phi.expand(64, 1, 3), est, 2, generator=gen)
-        opt.zero_grad()
-        est.backward_variance()
-        opt.step()
-    assert variance(est) < 0.85 * loo, (variance(est), loo)
+    loo = summed_variance(f, phi, "reinforce_loo", 2)
+    assert summed_variance(f, phi, est, 2) == pytest.approx(loo)  # alpha = beta = 0: leave-one-out REINFORCE
+    train_controls(est, f, phi, 2, steps=200)
+    assert summed_variance(f, phi, est, 2) < 0.85 * loo, (summed_variance(f, phi, est, 2), loo)
     if name == "double_cv":
         assert est.alpha < -0.2  # towards the Taylor optimum, alpha = -1 for a linear f
 

@@ -12,11 +12,13 @@ from .estimators.base import Estimate, Estimator, with_gradient
 from .estimators.exact import Exact
 
 
-def _run(f: Callable, logits: torch.Tensor, est: Estimator, num_samples: int, generator, noise, options) -> Estimate:
+def _run(f: Callable, logits: torch.Tensor, est: Estimator, num_samples: int, generator, noise, options,
+         what: str = "f") -> Estimate:
+    """Check the budget, the options and ``f`` (named ``what`` in errors), draw or check the noise, estimate."""
     est.check_budget(num_samples)
     est.check_options(options)
     if not callable(f):
-        raise TypeError(f"f must be callable, mapping b (S, *batch, D) to (S, *batch); got {type(f).__name__}")
+        raise TypeError(f"{what} must be callable, mapping b (S, *batch, D) to (S, *batch); got {type(f).__name__}")
     if noise is None:
         noise = est.draw_noise(num_samples, logits, generator)
     else:

@@ -256,7 +256,6 @@ def check_before_data(parser: argparse.ArgumentParser, args) -> None:
     estimator that cannot train these models (enumeration of 200 units)."""
     if getattr(args, "objective", "elbo") == "iwae":
         from . import multisample
-        from .models.vae import BinaryVAE
 
         try:
             multisample.get_estimator(args.estimator).check_budget(args.num_samples)

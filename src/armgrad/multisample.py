@@ -47,7 +47,7 @@ from typing import Callable
 
 import torch
 
-from ._checks import check_finite, check_logits, check_noise
+from ._checks import check_finite, check_logits
 from .estimators import ESTIMATORS as SINGLE_SAMPLE
 from .estimators import registry
 from .estimators.antithetic import AntitheticPairs
@@ -213,17 +213,10 @@ def estimate(
         ``(*batch)``: ``logsumexp_k log_w_k - log K`` at the samples, whose gradient w.r.t. the
         logits is the estimator's (plus the pathwise term through ``log_weight``).
     """
+    from .api import _run
+
     check_logits(logits)
-    est = get_estimator(estimator)
-    est.check_budget(num_samples)
-    if not callable(log_weight):
-        raise TypeError(f"log_weight must be callable, mapping b (S, *batch, D) to (S, *batch); got "
-                        f"{type(log_weight).__name__}")
-    if noise is None:
-        noise = est.draw_noise(num_samples, logits, generator)
-    else:
-        check_noise(noise, est.noise_shape(num_samples, logits.shape), logits, est.name)
-    value, grad = est.estimate(log_weight, logits, noise, num_samples)
+    value, grad = _run(log_weight, logits, get_estimator(estimator), num_samples, generator, noise, {}, "log_weight")
     return with_gradient(value, logits, grad)
 
 
