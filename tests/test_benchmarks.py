@@ -6,6 +6,9 @@ from pathlib import Path
 
 import torch
 
+from armgrad import multisample
+from armgrad.estimators import ENUMERATION, select
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import suite  # noqa: E402
 
@@ -14,16 +17,20 @@ def test_suite_writes_every_section(tmp_path):
     threads = torch.get_num_threads()
     try:
         suite.main(["--repeats", "1", "--models", "linear", "--checkpoint", str(tmp_path / "none.pt"),
-                    "--only", "grad", "step", "layers", "--out", str(tmp_path)])
+                    "--only", "grad", "multisample", "step", "layers", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     result = json.loads((tmp_path / "suite.json").read_text())
     sections = result["sections"]
-    assert set(sections) == {"grad", "step", "layers"}
+    assert set(sections) == {"grad", "multisample", "step", "layers"}
+    # every estimator of the registries is measured, each against its reference
     names = {row["case"] for row in sections["grad"]["rows"]}
-    assert {"arm", "disarm", "reinforce_loo", "relax"} <= names
+    assert names == {"bare (sample + f)"} | set(select(evaluates_f_at=lambda where: where != ENUMERATION))
+    assert {(row["K"], row["estimator"]) for row in sections["multisample"]["rows"]} == {
+        (k, name) for k in (2, 5) for name in multisample.ESTIMATORS}
+    step = {row["case"]: row for row in sections["step"]["rows"]}
+    assert set(step) == {"floor", *suite.STEP_ESTIMATORS} and step["floor"]["ratio_to_floor"] == 1.0
     assert [row["layers"] for row in sections["layers"]["rows"]] == [1, 2, 3, 4]
-    assert all(row["ratio_to_floor"] > 0 for row in sections["step"]["rows"])
     assert "| linear | arm |" in (tmp_path / "suite.md").read_text()
 
 
