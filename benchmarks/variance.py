@@ -102,8 +102,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--groups", type=int, default=10)
-    parser.add_argument("--control-steps", type=int, default=500)
-    parser.add_argument("--control-lr", type=float, default=1e-2)
+    parser.add_argument("--control-steps", type=int, default=1000)
+XX
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -118,9 +118,13 @@ def main(argv=None) -> dict:
             torch.manual_seed(0)  # learned controls start alike whatever ran before
             estimators = estimators_for(objective, name, model, args.device)
             gen = torch.Generator(args.device).manual_seed(0)
-            seconds = train_controls(model, data, estimators, k, args.control_steps, args.control_lr, args.batch,
-                                     gen, args.device)
-            mean, stderr = gradient_variance(model, x, estimators, k, args.draws, args.groups, gen)
+            try:
+                seconds = train_controls(model, data, estimators, k, args.control_steps, args.control_lr, args.batch,
+                                         gen, args.device)
+                mean, stderr = gradient_variance(model, x, estimators, k, args.draws, args.groups, gen)
+            except ValueError as error:  # e.g. a learned control that diverged: say so, measure the others
+                print(f"{path} {objective} {name} K={k}: failed: {error}", flush=True)
+                mean, stderr, seconds = math.nan, math.nan, math.nan
             evaluations = (multisample.get_estimator(name).evaluations(k) if objective == "iwae" else k)
             rows.append({"objective": objective, "estimator": name, "num_samples": k, "evaluations": evaluations,
                          "grad_var": mean, "stderr": stderr, "control_training_s": seconds})

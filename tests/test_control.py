@@ -108,3 +108,15 @@ def test_control_estimator_errors():
         Rebar().backward_variance()
     with pytest.raises(ValueError, match="temperature must be positive"):
         Rebar(temperature=0.0)
+
+
+def test_conditional_sample_and_its_gradient_stay_finite_at_extreme_logits():
+    """float32 logits of +-120: the sigmoid of the other sign underflows to 0; nothing may become nan."""
+    phi = torch.tensor([[-120.0, -30.0, 0.0, 30.0, 120.0]], requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(64, 1, 5, generator=g).clamp(min=1e-7, max=1 - 1e-7)
+    for b in (torch.zeros(64, 1, 5), torch.ones(64, 1, 5)):
+        z = control.conditional_relaxed(phi, b, v)
+        (grad,) = torch.autograd.grad(torch.sigmoid(z / 0.5).sum(), phi, create_graph=True)
+        assert torch.isfinite(grad).all() and not torch.isnan(z).any()
+        assert torch.equal(z > 0, b > 0)

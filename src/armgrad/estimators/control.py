@@ -40,6 +40,7 @@ be differentiable in them.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import BINARY_AND_RELAXED, Budget, Estimate, LearnedControlEstimator, evaluate, require_differentiable
@@ -50,9 +51,13 @@ def conditional_relaxed(logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) 
 
     Shapes: ``logits (*batch, D)``, ``b`` and ``v`` ``(S, *batch, D)`` -> ``(S, *batch, D)``.
     """
-    odds = v / (1 - v)
-    above = torch.log1p(odds / torch.sigmoid(-logits))
-    below = -torch.log1p(odds / torch.sigmoid(logits))
+    # log(1 + odds / s(-phi)) = logaddexp(log odds, log s(-phi)) - log s(-phi): finite for any phi, and so
+    # are its gradients (the direct form divides by a sigmoid that underflows to 0 at |phi| ~ 100 in
+    # float32, and the branch torch.where does not take then sends 0 * inf = nan into the gradients)
+    log_odds = torch.logit(v)
+    low, high = F.logsigmoid(-logits), F.logsigmoid(logits)
+    above = torch.logaddexp(log_odds, low) - low
+    below = high - torch.logaddexp(log_odds, high)
     return torch.where(b > 0, above, below)
 
 
