@@ -103,7 +103,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--control-steps", type=int, default=1000)
-XX
+    parser.add_argument("--control-lr", type=float, default=1e-2,
+                        help="Adam on the controls (larger than training's 1e-3: they start from scratch here)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
