@@ -52,8 +52,12 @@ CHECKPOINTS = ("runs/vae-study/linear-disarm-seed0/checkpoint.pt", "runs/vae-lon
                "runs/first-look/linear-disarm-seed0/checkpoint.pt")
 
 
-def interleaved(cases: dict, repeats: int, device: str, warmup: int = 5, before=None) -> dict:
-    """Median seconds of each case, timed round-robin so that load and clock drift hit all alike."""
+def interleaved(cases: dict, repeats: int, device: str, warmup: int = 5, before=None, rewarm: bool = False) -> dict:
+    """Median seconds of each case, timed round-robin so that load and clock drift hit all alike.
+
+    ``rewarm``: run each case once untimed just before timing it, so that a case that touches much
+    memory (RODEO's network over every neighbour) does not leave the next one a cold cache.
+    """
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times = {name: [] for name in cases}
     for _ in range(warmup):
@@ -61,6 +65,10 @@ def interleaved(cases: dict, repeats: int, device: str, warmup: int = 5, before=
             fn()
     for _ in range(repeats):
         for name, fn in cases.items():
+            if rewarm:
+                if before is not None:
+                    before()
+                fn()
             if before is not None:
                 before()
             sync()
@@ -107,7 +115,7 @@ def bench_grad(args) -> dict:
         budget = spec.valid_budget(args.budget)  # REBAR/RELAX: a multiple of 3
         evaluations[name] = budget
         cases[name] = lambda est=est, budget=budget: armgrad.grad(f, logits, est, budget, generator=gen)
-    medians = interleaved(cases, args.repeats * 4, args.device)
+    medians = interleaved(cases, args.repeats * 4, args.device, rewarm=True)
     bare_time = medians["bare (sample + f)"]
     rows = [{"case": name, "f_evaluations": evaluations[name], "median_ms": 1e3 * t, "ratio_to_bare": t / bare_time}
             for name, t in medians.items()]
@@ -144,7 +152,7 @@ def bench_multisample(args) -> dict:
             cases[name] = lambda name=name: torch.autograd.grad(
                 multisample.estimate(log_weight, logits, name, k, generator=gen).sum(), logits)
             evaluations[name] = n
-        medians = interleaved(cases, args.repeats * 2, args.device)
+        medians = interleaved(cases, args.repeats * 2, args.device, rewarm=True)
         rows += [{"K": k, "estimator": name, "log_weight_evaluations": evaluations[name],
                   "median_ms": 1e3 * medians[name], "ratio_to_bare": medians[name] / medians[f"bare {evaluations[name]}"]}
                  for name in multisample.ESTIMATORS]
@@ -191,7 +199,8 @@ def bench_step(args) -> dict:
             budget = ESTIMATORS[est].valid_budget(args.budget)
             estimators = make_estimators(est, model.num_layers, 200, args.device)
             cases[est] = lambda estimators=estimators, budget=budget: training_step(model, x, estimators, budget, gen)
-        medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
+        medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True),
+                              rewarm=True)
         rows += [{"model": name, "case": case, "median_ms": 1e3 * t, "ratio_to_floor": t / medians["floor"]}
                  for case, t in medians.items()]
     return {"title": f"VAE training step (loss and backward), batch {args.batch}, {args.budget} f evaluations per "
