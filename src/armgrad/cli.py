@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import ESTIMATORS, diagnostics
+from . import ESTIMATORS, diagnostics, multisample
 from .estimators import ENUMERATION, get_estimator, select
 from .experiments.training import ConfigurationError
 from .experiments import parallel
@@ -187,15 +188,12 @@ at_least_two = _number(int, 2, True, "an integer >= 2")
 
 def estimator_name(text: str) -> str:
     """An argparse type: a registered estimator (single- or multi-sample), with a suggestion for a typo."""
-    from . import multisample
-
-    if text in multisample.ESTIMATORS:
+    known = list(dict.fromkeys([*ESTIMATORS, *multisample.ESTIMATORS]))
+    if text in known:
         return text
-    try:
-        return get_estimator(text).name
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace("Known: ", "Known: " + ", ".join(
-            n for n in multisample.ESTIMATORS if n not in ESTIMATORS) + ", ")) from None
+    close = difflib.get_close_matches(text, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise argparse.ArgumentTypeError(f"unknown estimator {text!r}.{hint} Known: {', '.join(known)}")
 
 
 FLAG_TYPES = {
@@ -209,7 +207,7 @@ FLAG_HELP = {
     "dataset": "the data set",
     "data_dir": "folder with the dataset's files (else the cache and system folders)",
     "model": "the model",
-    "estimator": f"one of {', '.join(ESTIMATORS)}; with --objective iwae: vimco, local_disarm, reinforce",
+    "estimator": f"one of {', '.join(ESTIMATORS)}; with --objective iwae: {', '.join(multisample.ESTIMATORS)}",
     "objective": "elbo (one sample per evaluation) or iwae (the num_samples-sample importance-weighted bound)",
     "protocol": "disarm: batch 50, Adam 1e-4, learned prior (SGD 1e-2); rodeo: batch 100, Adam 1e-3 (3e-4 on "
                 "Fashion-MNIST), fixed prior. --batch-size, --lr and --prior-lr override it",
@@ -255,8 +253,6 @@ def check_before_data(parser: argparse.ArgumentParser, args) -> None:
     """What can be refused before any data is loaded: the budget the estimator cannot spend, and an
     estimator that cannot train these models (enumeration of 200 units)."""
     if getattr(args, "objective", "elbo") == "iwae":
-        from . import multisample
-
         try:
             multisample.get_estimator(args.estimator).check_budget(args.num_samples)
         except ValueError as error:
@@ -265,8 +261,6 @@ def check_before_data(parser: argparse.ArgumentParser, args) -> None:
             parser.error(f"--objective iwae trains models with one stochastic layer (linear, nonlinear), not "
                          f"{args.model}")
         return
-    from . import multisample
-
     if args.estimator not in ESTIMATORS and args.estimator in multisample.ESTIMATORS:
         parser.error(f"--estimator {args.estimator} estimates the multi-sample bound: add --objective iwae")
     spec = get_estimator(args.estimator)

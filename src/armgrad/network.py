@@ -90,11 +90,16 @@ def propagate(layers: Sequence[Layer], start: int, b: torch.Tensor, generator=No
     return samples, logits
 
 
+def _below(base_samples, base_logits, t: int, k: int):
+    """The ancestral sample of the layers below ``t`` (and their detached logits), repeated for ``k`` branches."""
+    return ([b.expand(k, *b.shape) for b in base_samples[:t]],
+            [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]])
+
+
 def _configurations(base_samples, base_logits, layers, t, branch, branch_logits, generator):
     """Complete configurations for the branches ``branch (K, *batch, D_t)`` of layer ``t``."""
     k = branch.shape[0]
-    below = [b.expand(k, *b.shape) for b in base_samples[:t]]
-    below_logits = [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]]
+    below, below_logits = _below(base_samples, base_logits, t, k)
     above, above_logits = propagate(layers, t, branch, generator)
     return below + [branch] + above, below_logits + [branch_logits.expand(k, *branch_logits.shape)] + above_logits
 
@@ -107,8 +112,7 @@ def _relaxed_configurations(base_samples, base_logits, layers, t, stacked, tempe
     the relaxed input below, so that the controls ``c(z)`` and ``c(z~)`` see the same upper noise. The
     value and the model's gradients come from the hard rows only; the relaxed rows feed the controls."""
     k, s = stacked.shape[0], stacked.shape[0] // 3
-    below = [b.expand(k, *b.shape) for b in base_samples[:t]]
-    below_logits = [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]]
+    below, below_logits = _below(base_samples, base_logits, t, k)
     samples, logits, h = [stacked], [base_logits[t].detach().expand(k, *base_logits[t].shape)], stacked
     tau = temperature.to(stacked.dtype)
     for layer in layers[t + 1 :]:

@@ -33,6 +33,7 @@ many estimates (every layer of a deep model) in one fused call of ``f``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -113,7 +114,7 @@ class Budget:
         return f"S (S/{self.group} {self.unit})" if self.group > 1 else "S"
 
 
-class Estimator:
+class Estimator(ABC):
     """The base of every estimator; subclasses set the metadata and implement :meth:`estimate`."""
 
     name: str
@@ -126,8 +127,9 @@ class Estimator:
     learned: bool = False
     options: tuple = ()
 
+    @abstractmethod
     def estimate(self, f: Callable, logits: torch.Tensor, noise, num_samples: int, **options) -> Estimate:
-        raise NotImplementedError
+        """One call of ``f``; ``Estimate(value, grad)`` as the module docstring says."""
 
     def __repr__(self) -> str:
         return f"<estimator {self.name!r}>"
@@ -195,13 +197,13 @@ class BinaryPointEstimator(Estimator):
 
     evaluates_f_at = BINARY
 
+    @abstractmethod
     def sample(self, logits: torch.Tensor, noise, **options) -> torch.Tensor:
         """The samples ``(S, *batch, D)`` at which ``f`` is evaluated, from detached ``logits``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def combine(self, fb: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Combined:
         """The gradient estimate ``(*batch, D)`` and the value's weights, from ``fb = f(b)`` ``(S, *batch)``."""
-        raise NotImplementedError
 
     def estimate(self, f, logits, noise, num_samples, **options) -> Estimate:
         phi = logits.detach()

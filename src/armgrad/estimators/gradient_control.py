@@ -32,6 +32,8 @@ Cost: K evaluations of ``f`` in one call, one backward pass to ``b``; RODEO adds
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import nn
 
@@ -81,8 +83,9 @@ class GradientControlEstimator(LearnedControlEstimator):
             self.store_variance_gradient(grad)
         return Estimate(fb.mean(0), grad.detach())
 
+    @abstractmethod
     def gradient(self, fb, b, dfdb, p) -> torch.Tensor:
-        raise NotImplementedError
+        """The estimate ``(*batch, D)``, attached to the control parameters (module docstring)."""
 
 
 class DoubleCV(GradientControlEstimator):

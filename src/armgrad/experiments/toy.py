@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .. import ESTIMATORS, grad
-from ..diagnostics import closed_form_estimators, draw_gradients, exact_variance_1d
+from ..diagnostics import draw_gradients
 from ..estimators import ENUMERATION, select
 from .reporting import log, markdown_table, progress, pyplot, write_csv, write_json
 
@@ -81,10 +81,9 @@ def budget_for(name: str, config: ToyConfig) -> int:
 
 def exact_variance(name: str, logit: float, target: float, budget: int) -> float:
     """Closed-form variance of the budget-averaged estimate at one unit, or nan if none is known."""
-    if name not in closed_form_estimators():
-        return math.nan
-    draws = budget // ESTIMATORS[name].budget.group
-    return exact_variance_1d(name, logit, target**2, (1 - target) ** 2) / draws
+    est = ESTIMATORS[name]
+    variance = est.one_unit_variance(logit, target**2, (1 - target) ** 2)
+    return math.nan if variance is None else variance / (budget // est.budget.group)
 
 
 def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, steps: int, record_every: int = 1,
