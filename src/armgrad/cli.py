@@ -130,6 +130,7 @@ def _train_from_args(args, config_class, train, kind: str) -> int:
     parallel.init(config.device)  # joins the process group under torchrun; nothing alone
     if not parallel.is_main():
         log.setLevel(logging.WARNING)
+    finished = False
     try:
         # before loading any data: the shards a launcher implies, and the run folder
         config = dataclasses.replace(config, shards=parallel.check_shards(config.shards, config.batch_size))
@@ -137,8 +138,9 @@ def _train_from_args(args, config_class, train, kind: str) -> int:
             prepare_out(config, resume=args.resume, overwrite=args.overwrite)
         log.info("%s", describe(config, kind))
         results = train(config, resume=args.resume)
+        finished = True
     finally:
-        parallel.close()
+        parallel.close(finished)
     if parallel.rank_at_launch() == 0:
         print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
     return 0

@@ -151,6 +151,12 @@ def broadcast(obj):
     return box[0]
 
 
-def close() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def close(finished: bool = True) -> None:
+    """Leave the process group. After a finished run every process first waits for the others
+    (a barrier), so that no process shuts its connections down while a peer still works with them
+    (gloo then aborts the peer at exit); after a failure it leaves at once."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
