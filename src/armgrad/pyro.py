@@ -1,0 +1,285 @@
+"""ARM and its family for Pyro: an ELBO whose Bernoulli guide sites get armgrad's estimators.
+
+``armgrad.pyro.ELBO(estimator="disarm", num_samples=2)`` is a :class:`pyro.infer.ELBO`: pass it to
+``SVI`` where ``Trace_ELBO()`` or ``TraceGraph_ELBO()`` would go. Install with
+``pip install armgrad[pyro]``.
+
+What each part of the gradient is (docs/design.md section 4, the per-layer recipe, in the guide's
+execution order). One particle runs the guide once (the ancestral sample) and the model against it.
+
+- Every non-reparameterised ``Bernoulli`` site of the guide (``logits=`` or ``probs=``, scalar,
+  batched in plates or ``.to_event``): the estimator draws its points ``b^(1..S)`` at the site's
+  logits; for each point the guide is run again with the sites before it held at the ancestral
+  sample, the site set to ``b^(s)`` and every later site drawn afresh, then the model against that
+  trace. ``f(b^(s))`` is ``log p(x, z) - log q(z)`` of that run (the guide's terms from the site on;
+  the earlier ones do not depend on the site), summed per element of the site's plates as
+  :class:`pyro.infer.Trace_ELBO` does: elements of a plate get independent estimates, and the units
+  of one element (``.to_event`` dims) are one joint vector for the estimator. The estimate ``g``
+  enters through ``g . logits``, so it flows on to whatever produced the logits (the guide's
+  networks, earlier reparameterised sites).
+- Reparameterised sites keep their pathwise gradient, the model's parameters theirs, from the
+  ancestral run, as in ``Trace_ELBO``.
+- Any other non-reparameterised site (Categorical, Poisson, ...) is refused, unless
+  ``other_sites="score"``: then it gets ``Trace_ELBO``'s score-function term.
+
+The branches of one site run one after the other (``S`` guide and model runs per site and
+particle); the loss is ``-ELBO`` of the ancestral run, an unbiased estimate summed over plates and
+scaled by ``poutine.scale`` and subsampling. Randomness comes from torch's global generator, so
+``pyro.set_rng_seed`` fixes it.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions import Bernoulli
+from pyro.distributions.util import is_identically_zero
+from pyro.infer.elbo import ELBO as _PyroELBO
+from pyro.infer.util import MultiFrameTensor, is_validation_enabled, torch_item
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
+
+from . import api
+from .estimators import get_estimator
+from .estimators.base import BINARY
+
+__all__ = ["ELBO"]
+
+OTHER_SITES = ("error", "score")
+
+
+def bernoulli_of(fn):
+    """The ``Bernoulli`` inside ``fn`` (through ``.to_event``, ``.expand``, ``.mask``), or None."""
+    while not isinstance(fn, Bernoulli) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn if isinstance(fn, Bernoulli) else None
+
+
+def _describe(site) -> str:
+    return f"site '{site['name']}' ({type(site['fn']).__name__})"
+
+
+class ELBO(_PyroELBO):
+    """``-ELBO`` and its gradient, with armgrad's ``estimator`` at every Bernoulli site of the guide.
+
+    Args:
+        estimator: a name from ``armgrad.ESTIMATORS`` (or an estimator object) that evaluates the
+            objective at binary points and does not differentiate it: ``arm``, ``disarm``, ``ar``,
+            ``arms``, ``reinforce``, ``reinforce_loo``.
+        num_samples: the budget, in runs of the guide's later sites and the model per Bernoulli site
+            and particle (even for pair estimators), as in :func:`armgrad.estimate`.
+        other_sites: ``"error"`` (default) refuses non-reparameterised sites that are not Bernoulli;
+            ``"score"`` gives them Pyro's score-function term.
+        pyro_elbo_options: ``num_particles``, ``max_plate_nesting``, ``vectorize_particles``, ... as
+            for any :class:`pyro.infer.ELBO`.
+    """
+
+    def __init__(self, estimator="disarm", num_samples: int = 2, *, other_sites: str = "error", **pyro_elbo_options):
+        est = get_estimator(estimator)
+        if est.evaluates_f_at != BINARY or est.needs_df_db or est.learned:
+            how = {True: "differentiates the objective (df/db)"}.get(est.needs_df_db) or (
+                "learns control parameters" if est.learned else f"evaluates the objective at {est.evaluates_f_at} points")
+            raise ValueError(
+                f"armgrad.pyro.ELBO: estimator '{est.name}' {how}; armgrad.pyro uses estimators that evaluate "
+                f"it at binary points only: {', '.join(binary_point_estimators())}")
+        est.check_budget(num_samples)
+        if other_sites not in OTHER_SITES:
+            raise ValueError(f"armgrad.pyro.ELBO: other_sites must be one of {OTHER_SITES}, got {other_sites!r}")
+        super().__init__(**pyro_elbo_options)
+        self.estimator = est
+        self.num_samples = num_samples
+        self.other_sites = other_sites
+
+    def __repr__(self) -> str:
+        return f"armgrad.pyro.ELBO(estimator={self.estimator.name!r}, num_samples={self.num_samples})"
+
+    # ---- traces -------------------------------------------------------------------------------
+
+    def _get_trace(self, model, guide, args, kwargs):
+        """The ancestral run: the guide's trace (with its subsample sites, for replaying) and the model's."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        self._check_sites(model_trace, guide_trace)
+        full_guide = guide_trace
+        guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+        model_trace.compute_log_prob()
+        guide_trace.compute_score_parts()
+        if is_validation_enabled():
+            for trace in (model_trace, guide_trace):
+                for site in trace.nodes.values():
+                    if site["type"] == "sample":
+                        check_site_shape(site, self.max_plate_nesting)
+        return model_trace, (guide_trace, full_guide, model, guide)
+
+    def _get_traces(self, model, guide, args, kwargs):
+        # the wrapped model and guide (particles vectorised) travel with the traces, for the branches
+        if self.vectorize_particles:
+            if self.max_plate_nesting == float("inf"):
+                self._guess_max_plate_nesting(model, guide, args, kwargs)
+            yield self._get_trace(self._vectorized_num_particles(model), self._vectorized_num_particles(guide),
+                                  args, kwargs)
+        else:
+            for _ in range(self.num_particles):
+                yield self._get_trace(model, guide, args, kwargs)
+
+    def _check_sites(self, model_trace, guide_trace) -> None:
+        latent = {name for name, site in model_trace.nodes.items()
+                  if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+        guided = {name for name, site in guide_trace.nodes.items()
+                  if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+        if latent - guided:
+            raise ValueError(f"armgrad.pyro.ELBO: latent sites of the model not in the guide: {sorted(latent - guided)}; "
+                             "the guide must sample every latent site of the model")
+        if guided - latent:
+            raise ValueError(f"armgrad.pyro.ELBO: guide sites not in the model: {sorted(guided - latent)}; "
+                             "every sample site of the guide must be a latent site of the model")
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
+        bernoulli = [site for site in guide_trace.nodes.values() if _is_bernoulli_site(site)]
+        if not bernoulli:
+            raise ValueError("armgrad.pyro.ELBO: the guide has no Bernoulli sample site, so armgrad has nothing "
+                             "to estimate; use pyro.infer.Trace_ELBO")
+        if self.other_sites == "error":
+            for site in guide_trace.nodes.values():
+                if (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+                        and not site["fn"].has_rsample and not _is_bernoulli_site(site)):
+                    raise ValueError(
+                        f"armgrad.pyro.ELBO: {_describe(site)} is neither reparameterised nor Bernoulli; armgrad "
+                        "estimates Bernoulli sites only. Pass other_sites='score' to give it Pyro's "
+                        "score-function gradient, or enumerate it with TraceEnum_ELBO")
+
+    # ---- one particle -------------------------------------------------------------------------
+
+    def _particle(self, model_trace, guide_parts, args, kwargs):
+        """``(-elbo, -surrogate)`` of one particle: the surrogate's gradient is the estimator's."""
+        guide_trace, full_guide, model, guide = guide_parts
+        elbo = 0.0
+        surrogate = 0.0
+        log_r = None
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + torch_item(site["log_prob_sum"])
+                surrogate = surrogate + site["log_prob_sum"]
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            elbo = elbo - torch_item(site["log_prob_sum"])
+            if _is_bernoulli_site(site):
+                logits, g = self._site_gradient(name, full_guide, model, guide, args, kwargs)
+                surrogate = surrogate + (g * logits).sum()
+                continue
+            _, score, entropy = site["score_parts"]
+            if not is_identically_zero(entropy):
+                surrogate = surrogate - entropy.sum()
+            if not is_identically_zero(score):  # other_sites="score": Trace_ELBO's term
+                if log_r is None:
+                    log_r = _log_ratio(model_trace, guide_trace)
+                surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score).sum()
+        return -elbo, -surrogate
+
+    def _site_gradient(self, name, full_guide, model, guide, args, kwargs):
+        """The site's logits ``(*batch, D)`` and the estimator's gradient of the ELBO w.r.t. them."""
+        site = full_guide.nodes[name]
+        fn = site["fn"]
+        value_shape = site["value"].shape
+        batch_shape = value_shape[: len(value_shape) - len(fn.event_shape)]
+        logits = torch.broadcast_to(bernoulli_of(fn).logits, value_shape).reshape(*batch_shape, -1)
+        earlier = set(_sites_before(full_guide, name).nodes)  # their log q does not depend on the site
+        held = self._held(full_guide, name)
+        frames = site["cond_indep_stack"]
+
+        def f(b):  # (S, *batch, D) -> (S, *batch): one run of the later guide sites and the model per point
+            values = []
+            for point in b:
+                at_point = _with_site(held, site, point.reshape(value_shape))
+                branch_guide = poutine.trace(poutine.replay(guide, trace=at_point)).get_trace(*args, **kwargs)
+                branch_model = poutine.trace(poutine.replay(model, trace=branch_guide)).get_trace(*args, **kwargs)
+                log_r = _log_ratio(prune_subsample_sites(branch_model), prune_subsample_sites(branch_guide),
+                                   skip=earlier)
+                values.append(torch.broadcast_to(torch.as_tensor(log_r.sum_to(frames)), batch_shape))
+            return torch.stack(values)
+
+        with torch.no_grad():
+            g = api.grad(f, logits.detach(), self.estimator, self.num_samples)
+        return logits, g
+
+    def _held(self, full_guide, name):
+        """The sites a branch replays from the ancestral run: those before the site (subsample sites too)."""
+        return _sites_before(full_guide, name)
+
+    # ---- Pyro's interface ---------------------------------------------------------------------
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """An estimate of ``-ELBO`` (a float), from ``num_particles`` ancestral runs."""
+        elbo = 0.0
+        with torch.no_grad():
+            for model_trace, (guide_trace, *_) in self._get_traces(model, guide, args, kwargs):
+                elbo += (torch_item(model_trace.log_prob_sum()) - torch_item(guide_trace.log_prob_sum())) / self.num_particles
+        warn_if_nan(-elbo, "loss")
+        return -elbo
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """``-ELBO`` as a tensor whose gradient is the estimator's (Bernoulli sites) and pathwise (the rest)."""
+        loss, surrogate = 0.0, 0.0
+        for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
+            loss_p, surrogate_p = self._particle(model_trace, guide_parts, args, kwargs)
+            loss = loss + loss_p / self.num_particles
+            surrogate = surrogate + surrogate_p / self.num_particles
+        warn_if_nan(surrogate, "loss")
+        return loss + (surrogate - torch_item(surrogate))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """``loss`` and, accumulated into ``.grad`` of every parameter it reaches, the gradient estimate."""
+        loss = 0.0
+        for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
+            loss_p, surrogate_p = self._particle(model_trace, guide_parts, args, kwargs)
+            loss += loss_p / self.num_particles
+            trainable = any(site["type"] == "param" for trace in (model_trace, guide_parts[0])
+                            for site in trace.nodes.values())
+            if trainable and getattr(surrogate_p, "requires_grad", False):
+                (surrogate_p / self.num_particles).backward(retain_graph=self.retain_graph)
+        warn_if_nan(loss, "loss")
+        return loss
+
+
+def _is_bernoulli_site(site) -> bool:
+    return (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+            and not site["fn"].has_rsample and bernoulli_of(site["fn"]) is not None)
+
+
+def _log_ratio(model_trace, guide_trace, skip=frozenset()) -> MultiFrameTensor:
+    """``log p - log q`` as plate-indexed terms, leaving out the guide's sites in ``skip``."""
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    terms = MultiFrameTensor()
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample":
+            terms.add((site["cond_indep_stack"], site["log_prob"].detach()))
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and name not in skip:
+            terms.add((site["cond_indep_stack"], -site["log_prob"].detach()))
+    return terms
+
+
+def _sites_before(trace, name):
+    """A trace holding the sample sites (subsample sites included) that ran before ``name``."""
+    out = poutine.Trace()
+    for other, site in trace.nodes.items():
+        if other == name:
+            break
+        if site["type"] == "sample":
+            out.add_node(other, **site)
+    return out
+
+
+def _with_site(earlier, site, value):
+    held = earlier.copy()
+    held.add_node(site["name"], **{**site, "value": value})
+    return held
+
+
+def binary_point_estimators() -> list:
+    from .estimators import select
+
+    return select(evaluates_f_at=BINARY, needs_df_db=False, learned=False)

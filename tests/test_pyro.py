@@ -1,0 +1,389 @@
+"""armgrad.pyro.ELBO against Pyro itself: gradients averaged over many draws match TraceEnum_ELBO's.
+
+Many draws at once: every model below is replicated over a data plate of N elements whose
+parameters are per element (``(N, ...)`` tensors, every row equal), so one call gives N independent
+gradient estimates (the rows of each parameter's gradient); this also checks that the elements of a
+plate get independent estimates. The reference is TraceEnum_ELBO with every Bernoulli site
+enumerated in the guide and the model (one scalar site per unit: config_enumerate does not
+enumerate a ``.to_event`` site), itself checked against brute-force enumeration in plain torch.
+Where a Normal site is present, TraceEnum's gradient is a Monte Carlo one too (exact in the
+Bernoulli sites only) and the z-test is two-sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+pyro = pytest.importorskip("pyro")
+import pyro.distributions as dist  # noqa: E402
+import pyro.poutine as poutine  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate  # noqa: E402
+
+import armgrad.pyro as ap  # noqa: E402
+from armgrad import ESTIMATORS  # noqa: E402
+from armgrad.estimators import Combined  # noqa: E402
+from armgrad.estimators.antithetic import ARM  # noqa: E402
+
+UNBIASED = ap.binary_point_estimators()
+X = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pyro():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pyro.enable_validation(True)
+    yield
+    pyro.clear_param_store()
+
+
+def per_element(name, value, n):
+    return pyro.param(name, value.expand(n, *value.shape).clone())
+
+
+# ---- model 1: one layer of 4 scalar Bernoulli sites -------------------------------------------
+
+PHI = torch.tensor([0.8, -1.2, 0.3, -0.4], dtype=torch.float64)
+THETA = torch.tensor([0.2, -0.5, 0.9, 0.0], dtype=torch.float64)
+W = torch.tensor([1.0, -0.7, 0.4, 1.3], dtype=torch.float64)
+
+
+def decode(s):
+    """Observation logits (.., 4) from a scalar score s, nonlinear in s."""
+    s = s.unsqueeze(-1)
+    return s * torch.tensor([1.0, -0.5, 0.3, 0.8], dtype=s.dtype) + 0.2 * s**2
+
+
+def one_layer_model(n):
+    theta = per_element("theta", THETA, n)
+    with pyro.plate("data", n, dim=-1):
+        z = [pyro.sample(f"z{d}", dist.Bernoulli(logits=theta[:, d])) for d in range(4)]
+        s = sum(W[d] * z[d] for d in range(4)) + 1.5 * z[0] * z[1] - z[2] * z[3]
+        pyro.sample("x", dist.Bernoulli(logits=decode(s)).to_event(1), obs=X.expand(n, 4))
+
+
+def one_layer_guide(n):
+    phi = per_element("phi", PHI, n)
+    with pyro.plate("data", n, dim=-1):
+        for d in range(4):
+            pyro.sample(f"z{d}", dist.Bernoulli(logits=phi[:, d]))
+
+
+# ---- model 2: two layers of 3 units, a Normal site before and one after -------------------------
+
+PHI1 = torch.tensor([0.5, -0.8, 1.1], dtype=torch.float64)
+PHI2 = torch.tensor([-0.3, 0.6, 0.2], dtype=torch.float64)
+A = torch.tensor([[1.5, -1.0, 0.5], [-2.0, 0.8, 1.2], [0.7, 1.6, -1.4]], dtype=torch.float64)
+
+
+def two_layer_guide(n, normals=True):
+    phi1, phi2 = per_element("phi1", PHI1, n), per_element("phi2", PHI2, n)
+    if normals:
+        m = per_element("m", torch.tensor([0.3, -0.2], dtype=torch.float64), n)
+    with pyro.plate("data", n, dim=-1):
+        y = pyro.sample("y", dist.Normal(m[:, 0], 1.0)) if normals else 0.0
+        z1 = [pyro.sample(f"a{d}", dist.Bernoulli(logits=phi1[:, d] + 0.5 * y)) for d in range(3)]
+        z2 = [pyro.sample(f"b{k}", dist.Bernoulli(logits=phi2[:, k] + sum(A[d, k] * z1[d] for d in range(3))))
+              for k in range(3)]
+        if normals:
+            pyro.sample("u", dist.Normal(m[:, 1] + z2[0] - z2[2], 1.0))
+
+
+def two_layer_model(n, normals=True):
+    theta = per_element("theta", torch.tensor([0.4, -0.3, 0.1, 0.7, -0.6, 0.2], dtype=torch.float64), n)
+    with pyro.plate("data", n, dim=-1):
+        y = pyro.sample("y", dist.Normal(0.0, 1.0)) if normals else 0.0
+        z1 = [pyro.sample(f"a{d}", dist.Bernoulli(logits=theta[:, d])) for d in range(3)]
+        z2 = [pyro.sample(f"b{k}", dist.Bernoulli(logits=theta[:, 3 + k] + z1[k] - z1[(k + 1) % 3]))
+              for k in range(3)]
+        u = pyro.sample("u", dist.Normal(0.5 * (z2[0] + z2[1]), 1.0)) if normals else 0.0
+        s = z1[0] - 2 * z1[1] * z2[2] + z2[0] + 0.7 * z2[1] * z1[2] + 0.5 * y - 0.3 * u
+        pyro.sample("x", dist.Bernoulli(logits=decode(s)).to_event(1), obs=X.expand(n, 4))
+
+
+CASES = {
+    "one layer": (one_layer_model, one_layer_guide, False),
+    "two layers": (lambda n: two_layer_model(n, False), lambda n: two_layer_guide(n, False), False),
+    "two layers, Normal before and after": (two_layer_model, two_layer_guide, True),
+}
+
+
+def gradients(elbo, model, guide, n):
+    """The per-element gradients ``(n, P)`` of the loss, every parameter's rows side by side."""
+    pyro.clear_param_store()
+    loss = elbo.differentiable_loss(model, guide, n)
+    names = sorted(pyro.get_param_store().keys())
+    params = [pyro.param(name).unconstrained() for name in names]
+    grads = torch.autograd.grad(loss, params)
+    return torch.cat([g.reshape(n, -1) for g in grads], dim=1)
+
+
+def reference(model, guide, n):
+    return gradients(TraceEnum_ELBO(max_plate_nesting=1), config_enumerate(model), config_enumerate(guide), n)
+
+
+def z_scores(draws, ref, noisy_reference):
+    var = draws.var(0) / len(draws) + (ref.var(0) / len(ref) if noisy_reference else 0.0)
+    return (draws.mean(0) - ref.mean(0)) / var.clamp_min(1e-30).sqrt()
+
+
+def brute_force_gradient(model, guide, sites):
+    """d(-ELBO) by summing over every joint state of ``sites`` in plain torch (one element)."""
+    pyro.clear_param_store()
+    guide(1), model(1)  # create the parameters
+    names = sorted(pyro.get_param_store().keys())
+    params = [pyro.param(name).unconstrained() for name in names]
+    elbo = 0.0
+    for state in itertools.product([0.0, 1.0], repeat=len(sites)):
+        values = {s: torch.tensor([v], dtype=torch.float64) for s, v in zip(sites, state)}
+        g = poutine.trace(poutine.condition(guide, data=values)).get_trace(1)
+        m = poutine.trace(poutine.condition(model, data=values)).get_trace(1)
+        log_q, log_p = g.log_prob_sum(), m.log_prob_sum()
+        elbo = elbo + log_q.exp() * (log_p - log_q)
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(-elbo, params)])
+
+
+@pytest.mark.parametrize("case", ["one layer", "two layers"])
+def test_the_reference_is_exact(case):
+    """TraceEnum with one scalar site per unit equals brute-force enumeration in plain torch."""
+    model, guide, _ = CASES[case]
+    sites = [f"z{d}" for d in range(4)] if case == "one layer" else [f"a{d}" for d in range(3)] + [f"b{k}" for k in range(3)]
+    ref = reference(model, guide, 1)[0]
+    torch.testing.assert_close(ref, brute_force_gradient(model, guide, sites), rtol=1e-9, atol=1e-12)
+
+
+def test_the_reference_trap_to_event_is_not_enumerated():
+    """The trap the reference avoids: a .to_event(1) Bernoulli site is not enumerated, so TraceEnum's
+    gradient of such a guide is a Monte Carlo one (it varies with the seed)."""
+    def guide(n):
+        phi = pyro.param("phi", PHI.clone())
+        pyro.sample("z", dist.Bernoulli(logits=phi).to_event(1))
+
+    def model(n):
+        z = pyro.sample("z", dist.Bernoulli(logits=THETA).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=decode((z * W).sum(-1))).to_event(1), obs=X)
+
+    draws = set()
+    for seed in range(5):
+        pyro.set_rng_seed(seed)
+        with pytest.warns(Warning):
+            draws.add(round(reference(model, guide, 1).sum().item(), 9))
+    assert len(draws) > 1
+
+
+def draws_for(case, estimator, n=20000, num_samples=None):
+    model, guide, _ = CASES[case]
+    est = ESTIMATORS[estimator] if isinstance(estimator, str) else estimator
+    budget = num_samples or est.valid_budget(2)
+    return gradients(ap.ELBO(est, budget, max_plate_nesting=1), model, guide, n)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("estimator", UNBIASED)
+def test_unbiased_against_traceenum(case, estimator):
+    model, guide, noisy = CASES[case]
+    ref = reference(model, guide, 20000 if noisy else 1)
+    z = z_scores(draws_for(case, estimator), ref, noisy)
+    assert z.abs().max() < 5, f"{estimator} on {case}: max |z| = {z.abs().max():.2f}\n{z}"
+
+
+@pytest.mark.parametrize("estimator", [e for e in UNBIASED if 4 in ESTIMATORS[e].budget.allowed(4)])
+def test_unbiased_at_a_larger_budget(estimator):
+    ref = reference(*CASES["two layers"][:2], 1)
+    z = z_scores(draws_for("two layers", estimator, num_samples=4), ref, False)
+    assert z.abs().max() < 5, f"{estimator}, 4 evaluations: max |z| = {z.abs().max():.2f}"
+
+
+class ARMTimes(ARM):
+    """ARM with its gradient scaled by 1.1: wrong, and the tests must say so."""
+
+    name = "arm_times_1_1"
+
+    def combine(self, fb, b, logits, noise):
+        grad, weights = super().combine(fb, b, logits, noise)
+        return Combined(1.1 * grad, weights)
+
+
+class HeldLaterSites(ap.ELBO):
+    """Wrong: the later guide sites are held at the ancestral sample instead of re-run per branch."""
+
+    def _held(self, full_guide, name):
+        return _all_but(full_guide, name)
+
+
+def _all_but(trace, name):
+    out = poutine.Trace()
+    for other, site in trace.nodes.items():
+        if site["type"] == "sample" and other != name:
+            out.add_node(other, **site)
+    return out
+
+
+def test_a_wrong_estimator_is_caught():
+    ref = reference(*CASES["one layer"][:2], 1)
+    z = z_scores(draws_for("one layer", ARMTimes()), ref, False)
+    assert z.abs().max() > 10
+
+
+def test_not_rerunning_the_later_sites_is_caught():
+    model, guide, _ = CASES["two layers"]
+    ref = reference(model, guide, 1)
+    wrong = gradients(HeldLaterSites("disarm", 2, max_plate_nesting=1), model, guide, 20000)
+    assert z_scores(wrong, ref, False).abs().max() > 10
+
+
+def test_lower_variance_than_trace_elbo():
+    model, guide, _ = CASES["two layers"]
+    ours = gradients(ap.ELBO("disarm", 2, max_plate_nesting=1), model, guide, 5000)
+    theirs = gradients(Trace_ELBO(max_plate_nesting=1), model, guide, 5000)
+    assert ours.var(0).sum() < theirs.var(0).sum() / 2
+
+
+# ---- conventions ---------------------------------------------------------------------------------
+
+
+def test_loss_is_trace_elbo_loss_with_scale_subsampling_and_particles():
+    """The loss is the ancestral run's -ELBO: Trace_ELBO's at the same seed, with poutine.scale,
+    a subsampled plate and several particles."""
+    data = torch.tensor([[1.0, 0.0, 1.0, 1.0]] * 10, dtype=torch.float64)
+
+    def model():
+        theta = pyro.param("theta", THETA.clone())
+        with pyro.plate("data", 10, subsample_size=4) as idx, poutine.scale(scale=3.0):
+            z = pyro.sample("z", dist.Bernoulli(logits=theta).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decode((z * W).sum(-1))).to_event(1), obs=data[idx])
+
+    def guide():
+        phi = pyro.param("phi", PHI.clone())
+        with pyro.plate("data", 10, subsample_size=4), poutine.scale(scale=3.0):
+            pyro.sample("z", dist.Bernoulli(logits=phi).to_event(1))
+
+    for particles in (1, 3):
+        pyro.set_rng_seed(5)
+        theirs = Trace_ELBO(num_particles=particles).loss(model, guide)
+        pyro.set_rng_seed(5)
+        ours = ap.ELBO("disarm", num_particles=particles).loss(model, guide)
+        assert ours == pytest.approx(theirs, rel=1e-12)
+        if particles == 1:  # (the branches draw from the generator between particles)
+            pyro.set_rng_seed(5)
+            assert ap.ELBO("disarm").loss_and_grads(model, guide) == pytest.approx(theirs, rel=1e-12)
+
+
+def test_probs_and_to_event_sites_and_vectorized_particles_are_unbiased():
+    """A .to_event(1) site given by probs, particles vectorised: the mean gradient is the exact one."""
+    def guide():
+        phi = pyro.param("phi", PHI.clone())
+        pyro.sample("z", dist.Bernoulli(probs=torch.sigmoid(phi)).to_event(1))
+
+    def model():
+        z = pyro.sample("z", dist.Bernoulli(logits=THETA).to_event(1))
+        s = (z * W).sum(-1) + 1.5 * z[..., 0] * z[..., 1]
+        pyro.sample("x", dist.Bernoulli(logits=decode(s)).to_event(1), obs=X)
+
+    pyro.clear_param_store()
+    poutine.trace(guide).get_trace()
+    names = ["phi"]
+    params = [pyro.param(n).unconstrained() for n in names]
+    exact = 0.0
+    for state in itertools.product([0.0, 1.0], repeat=4):
+        values = {"z": torch.tensor(state, dtype=torch.float64)}
+        g = poutine.trace(poutine.condition(guide, data=values)).get_trace()
+        m = poutine.trace(poutine.condition(model, data=values)).get_trace()
+        exact = exact + g.log_prob_sum().exp() * (g.log_prob_sum() - m.log_prob_sum())
+    exact = torch.autograd.grad(exact, params)[0]
+    elbo = ap.ELBO("disarm", num_particles=4000, vectorize_particles=True, max_plate_nesting=0)
+    # each particle's estimate, from the per-particle surrogate of one vectorised call, is checked by
+    # its mean: the particles' average is one gradient, so repeat the call to get a spread
+    draws = torch.stack([torch.autograd.grad(elbo.differentiable_loss(model, guide), params)[0] for _ in range(20)])
+    z = (draws.mean(0) - exact) / (draws.std(0) / len(draws) ** 0.5)
+    assert z.abs().max() < 5, z
+
+
+def test_svi_trains_and_a_shared_parameter_gets_the_plates_sum():
+    """SVI accepts it; the gradient of a parameter shared by a plate's elements is the sum of theirs."""
+    model, guide = CASES["one layer"][:2]
+
+    def shared_guide(n):
+        phi = pyro.param("phi", PHI.clone())
+        with pyro.plate("data", n, dim=-1):
+            for d in range(4):
+                pyro.sample(f"z{d}", dist.Bernoulli(logits=phi[d]))
+
+    elbo = ap.ELBO("disarm", max_plate_nesting=1)
+    pyro.set_rng_seed(1)
+    per_row = gradients(elbo, model, guide, 7)[:, :4]  # the phi columns (sorted names: phi, theta)
+    pyro.set_rng_seed(1)
+    pyro.clear_param_store()
+    elbo.loss_and_grads(model, shared_guide, 7)
+    torch.testing.assert_close(pyro.param("phi").unconstrained().grad, per_row.sum(0))
+    # the per-element columns above are phi's: check the names' order assumption
+    assert sorted(pyro.get_param_store().keys())[0] == "phi"
+
+    pyro.clear_param_store()
+    svi = SVI(model, shared_guide, pyro.optim.Adam({"lr": 0.05}), loss=ap.ELBO("disarm", max_plate_nesting=1))
+    losses = [svi.step(50) for _ in range(150)]
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def test_errors_name_what_is_wrong():
+    with pytest.raises(ValueError, match="even"):
+        ap.ELBO("disarm", 3)
+    with pytest.raises(ValueError, match="gumbel.*binary points"):
+        ap.ELBO("gumbel")
+    with pytest.raises(ValueError, match="rebar"):
+        ap.ELBO("rebar")
+    with pytest.raises(ValueError, match="double_cv.*df/db"):
+        ap.ELBO("double_cv", 2)
+    with pytest.raises(ValueError, match="Unknown estimator|unknown estimator"):
+        ap.ELBO("armm")
+    with pytest.raises(ValueError, match="other_sites"):
+        ap.ELBO(other_sites="ignore")
+
+    def normal_guide():
+        pyro.sample("y", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    def normal_model():
+        y = pyro.sample("y", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(y, 1.0), obs=torch.tensor(0.5))
+
+    with pytest.raises(ValueError, match="no Bernoulli sample site.*Trace_ELBO"):
+        ap.ELBO().loss(normal_model, normal_guide)
+
+    def categorical_guide():
+        pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))))
+
+    def categorical_model():
+        c = pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+        z = pyro.sample("z", dist.Bernoulli(0.5))
+        pyro.sample("x", dist.Normal(c + z, 1.0), obs=torch.tensor(1.0))
+
+    with pytest.raises(ValueError, match="site 'c' \\(Categorical\\).*other_sites='score'"):
+        ap.ELBO().loss(categorical_model, categorical_guide)
+    assert isinstance(ap.ELBO(other_sites="score").loss_and_grads(categorical_model, categorical_guide), float)
+
+    def extra_guide():
+        pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))))
+        pyro.sample("w", dist.Bernoulli(0.5))
+
+    with pytest.raises(ValueError, match="guide sites not in the model: \\['w'\\]"):
+        ap.ELBO(other_sites="score").loss(categorical_model, extra_guide)
+
+    def missing_guide():
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))))
+
+    with pytest.raises(ValueError, match="latent sites of the model not in the guide: \\['c'\\]"):
+        ap.ELBO().loss(categorical_model, missing_guide)
+
+
+def test_is_a_pyro_elbo():
+    assert isinstance(ap.ELBO(), pyro.infer.ELBO)
+    assert "disarm" in repr(ap.ELBO())
+    assert {"arm", "disarm", "reinforce_loo"} <= set(UNBIASED)
