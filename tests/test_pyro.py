@@ -174,26 +174,28 @@ def test_the_reference_trap_to_event_is_not_enumerated():
     assert len(draws) > 1
 
 
-def draws_for(case, estimator, n=20000, num_samples=None):
+def draws_for(case, estimator, n=20000, num_samples=None, vectorize_branches=False):
     model, guide, _ = CASES[case]
     est = ESTIMATORS[estimator] if isinstance(estimator, str) else estimator
     budget = num_samples or est.valid_budget(2)
-    return gradients(ap.ELBO(est, budget, max_plate_nesting=1), model, guide, n)
+    elbo = ap.ELBO(est, budget, max_plate_nesting=1, vectorize_branches=vectorize_branches)
+    return gradients(elbo, model, guide, n)
 
 
+@pytest.mark.parametrize("vectorize_branches", [False, True], ids=["branches-looped", "branches-vectorized"])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("estimator", UNBIASED)
-def test_unbiased_against_traceenum(case, estimator):
+def test_unbiased_against_traceenum(case, estimator, vectorize_branches):
     model, guide, noisy = CASES[case]
     ref = reference(model, guide, 20000 if noisy else 1)
-    z = z_scores(draws_for(case, estimator), ref, noisy)
+    z = z_scores(draws_for(case, estimator, vectorize_branches=vectorize_branches), ref, noisy)
     assert z.abs().max() < 5, f"{estimator} on {case}: max |z| = {z.abs().max():.2f}\n{z}"
 
 
 @pytest.mark.parametrize("estimator", [e for e in UNBIASED if 4 in ESTIMATORS[e].budget.allowed(4)])
 def test_unbiased_at_a_larger_budget(estimator):
     ref = reference(*CASES["two layers"][:2], 1)
-    z = z_scores(draws_for("two layers", estimator, num_samples=4), ref, False)
+    z = z_scores(draws_for("two layers", estimator, num_samples=4, vectorize_branches=True), ref, False)
     assert z.abs().max() < 5, f"{estimator}, 4 evaluations: max |z| = {z.abs().max():.2f}"
 
 

@@ -23,7 +23,8 @@ execution order). One particle runs the guide once (the ancestral sample) and th
   ``other_sites="score"``: then it gets ``Trace_ELBO``'s score-function term.
 
 The branches of one site run one after the other (``S`` guide and model runs per site and
-particle); the loss is ``-ELBO`` of the ancestral run, an unbiased estimate summed over plates and
+particle), or with ``vectorize_branches=True`` as one run inside an extra plate; sites always run
+one after the other. The loss is ``-ELBO`` of the ancestral run, an unbiased estimate summed over plates and
 scaled by ``poutine.scale`` and subsampling. Randomness comes from torch's global generator, so
 ``pyro.set_rng_seed`` fixes it.
 """
@@ -71,11 +72,15 @@ class ELBO(_PyroELBO):
             and particle (even for pair estimators), as in :func:`armgrad.estimate`.
         other_sites: ``"error"`` (default) refuses non-reparameterised sites that are not Bernoulli;
             ``"score"`` gives them Pyro's score-function term.
+        vectorize_branches: run the ``num_samples`` branches of a site as one run of the guide and the
+            model, inside a plate left of every other (as ``vectorize_particles`` does for particles);
+            the model and guide must then broadcast over extra leading dims. Default: one run each.
         pyro_elbo_options: ``num_particles``, ``max_plate_nesting``, ``vectorize_particles``, ... as
             for any :class:`pyro.infer.ELBO`.
     """
 
-    def __init__(self, estimator="disarm", num_samples: int = 2, *, other_sites: str = "error", **pyro_elbo_options):
+    def __init__(self, estimator="disarm", num_samples: int = 2, *, other_sites: str = "error",
+                 vectorize_branches: bool = False, **pyro_elbo_options):
         est = get_estimator(estimator)
         if est.evaluates_f_at != BINARY or est.needs_df_db or est.learned:
             how = {True: "differentiates the objective (df/db)"}.get(est.needs_df_db) or (
@@ -90,6 +95,7 @@ class ELBO(_PyroELBO):
         self.estimator = est
         self.num_samples = num_samples
         self.other_sites = other_sites
+        self.vectorize_branches = vectorize_branches
 
     def __repr__(self) -> str:
         return f"armgrad.pyro.ELBO(estimator={self.estimator.name!r}, num_samples={self.num_samples})"
@@ -114,9 +120,9 @@ class ELBO(_PyroELBO):
 
     def _get_traces(self, model, guide, args, kwargs):
         # the wrapped model and guide (particles vectorised) travel with the traces, for the branches
+        if (self.vectorize_particles or self.vectorize_branches) and self.max_plate_nesting == float("inf"):
+            self._guess_max_plate_nesting(model, guide, args, kwargs)
         if self.vectorize_particles:
-            if self.max_plate_nesting == float("inf"):
-                self._guess_max_plate_nesting(model, guide, args, kwargs)
             yield self._get_trace(self._vectorized_num_particles(model), self._vectorized_num_particles(guide),
                                   args, kwargs)
         else:
@@ -189,16 +195,24 @@ class ELBO(_PyroELBO):
         held = self._held(full_guide, name)
         frames = site["cond_indep_stack"]
 
-        def f(b):  # (S, *batch, D) -> (S, *batch): one run of the later guide sites and the model per point
-            values = []
-            for point in b:
-                at_point = _with_site(held, site, point.reshape(value_shape))
-                branch_guide = poutine.trace(poutine.replay(guide, trace=at_point)).get_trace(*args, **kwargs)
-                branch_model = poutine.trace(poutine.replay(model, trace=branch_guide)).get_trace(*args, **kwargs)
-                log_r = _log_ratio(prune_subsample_sites(branch_model), prune_subsample_sites(branch_guide),
-                                   skip=earlier)
-                values.append(torch.broadcast_to(torch.as_tensor(log_r.sum_to(frames)), batch_shape))
-            return torch.stack(values)
+        def run(value, wrap=lambda fn: fn):
+            """``log p - log q`` of one run of the later guide sites and the model, with the site at ``value``."""
+            at_value = _with_site(held, site, value)
+            branch_guide = poutine.trace(poutine.replay(wrap(guide), trace=at_value)).get_trace(*args, **kwargs)
+            branch_model = poutine.trace(poutine.replay(wrap(model), trace=branch_guide)).get_trace(*args, **kwargs)
+            log_r = _log_ratio(prune_subsample_sites(branch_model), prune_subsample_sites(branch_guide), skip=earlier)
+            return log_r, branch_guide.nodes[name]["cond_indep_stack"]
+
+        def f(b):  # (S, *batch, D) -> (S, *batch)
+            if not self.vectorize_branches:  # one run per point
+                return torch.stack([torch.broadcast_to(torch.as_tensor(run(point.reshape(value_shape))[0].sum_to(frames)),
+                                                       batch_shape) for point in b])
+            # all points in one run, along a plate left of every other
+            pad = (1,) * (self.max_plate_nesting - len(batch_shape))
+            branches = pyro.plate("armgrad_branches", len(b), dim=-(self.max_plate_nesting + 1))
+            log_r, branch_frames = run(b.reshape(len(b), *pad, *value_shape), branches)
+            out = torch.broadcast_to(torch.as_tensor(log_r.sum_to(branch_frames)), (len(b), *pad, *batch_shape))
+            return out.reshape(len(b), *batch_shape)
 
         with torch.no_grad():
             g = api.grad(f, logits.detach(), self.estimator, self.num_samples)
