@@ -13,6 +13,12 @@ Bernoulli sites only) and the z-test is two-sample.
 from __future__ import annotations
 
 import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -389,3 +395,25 @@ def test_is_a_pyro_elbo():
     assert isinstance(ap.ELBO(), pyro.infer.ELBO)
     assert "disarm" in repr(ap.ELBO())
     assert {"arm", "disarm", "reinforce_loo"} <= set(UNBIASED)
+
+
+# ---- the example ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--elbo", "armgrad"], ["--elbo", "tracegraph", "--baseline", "learned"]])
+def test_the_pyro_vae_example_runs(tmp_path, flags):
+    from test_data import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    example = Path(__file__).parent.parent / "examples" / "pyro_vae.py"
+    command = [sys.executable, str(example), "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
+               "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--save", str(tmp_path / "vae.pt"), *flags]
+    env = {**os.environ, "ARMGRAD_DATA": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["step 2", "step 4"]
+    result = json.loads(lines[-1])
+    assert result["steps"] == 4 and math.isfinite(result["test_elbo"]) and result["test_elbo"] < 0
+    saved = torch.load(tmp_path / "vae.pt")
+    assert saved["vae"]["encoder.weight"].shape == (200, 784) and saved["steps"] == 4
