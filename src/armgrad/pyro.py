@@ -17,15 +17,18 @@ execution order). One particle runs the guide once (the ancestral sample) and th
   of one element (``.to_event`` dims) are one joint vector for the estimator. The estimate ``g``
   enters through ``g . logits``, so it flows on to whatever produced the logits (the guide's
   networks, earlier reparameterised sites).
-- Reparameterised sites keep their pathwise gradient, the model's parameters theirs, from the
-  ancestral run, as in ``Trace_ELBO``.
+- Every run made (the ancestral one and each branch) is a draw from the guide, so the value and
+  the pathwise part of the gradient (the model's parameters, reparameterised sites) are their mean,
+  as ``armgrad.network.chain_estimate`` does: every run paid for trains the model.
 - Any other non-reparameterised site (Categorical, Poisson, ...) is refused, unless
   ``other_sites="score"``: then it gets ``Trace_ELBO``'s score-function term.
 
 The branches of one site run one after the other (``S`` guide and model runs per site and
 particle), or with ``vectorize_branches=True`` as one run inside an extra plate; sites always run
-one after the other. The loss is ``-ELBO`` of the ancestral run, an unbiased estimate summed over plates and
-scaled by ``poutine.scale`` and subsampling. Randomness comes from torch's global generator, so
+one after the other. ``loss_and_grads`` and ``differentiable_loss`` return the mean ``-ELBO`` over
+those runs; ``loss`` alone runs no branches and returns the ancestral run's ``-ELBO``
+(``Trace_ELBO``'s loss at the same seed). Both are unbiased, summed over plates and scaled by
+``poutine.scale`` and subsampling. Randomness comes from torch's global generator, so
 ``pyro.set_rng_seed`` fixes it.
 """
 
@@ -41,9 +44,8 @@ from pyro.infer.util import MultiFrameTensor, is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
 
-from . import api
 from .estimators import get_estimator
-from .estimators.base import BINARY
+from .estimators.base import BINARY, BinaryPointEstimator, evaluate
 
 __all__ = ["ELBO"]
 
@@ -82,7 +84,7 @@ class ELBO(_PyroELBO):
     def __init__(self, estimator="disarm", num_samples: int = 2, *, other_sites: str = "error",
                  vectorize_branches: bool = False, **pyro_elbo_options):
         est = get_estimator(estimator)
-        if est.evaluates_f_at != BINARY or est.needs_df_db or est.learned:
+        if not isinstance(est, BinaryPointEstimator) or est.needs_df_db or est.learned:
             how = {True: "differentiates the objective (df/db)"}.get(est.needs_df_db) or (
                 "learns control parameters" if est.learned else f"evaluates the objective at {est.evaluates_f_at} points")
             raise ValueError(
@@ -158,34 +160,37 @@ class ELBO(_PyroELBO):
     # ---- one particle -------------------------------------------------------------------------
 
     def _particle(self, model_trace, guide_parts, args, kwargs):
-        """``(-elbo, -surrogate)`` of one particle: the surrogate's gradient is the estimator's."""
+        """``(-elbo, -surrogate)`` of one particle, each the mean over its configurations.
+
+        The configurations are the ancestral run and every branch of every Bernoulli site: each is
+        a draw from the guide, so the mean of their ``log p - log q`` estimates the ELBO, and the
+        mean of their pathwise terms (the model's log-probabilities, the reparameterised guide
+        sites' ``-log q``) is the pathwise part of its gradient, with every run paid for. The
+        Bernoulli sites' estimates ``g . logits`` and the score terms of ``other_sites="score"``
+        (from the ancestral run) are added once.
+        """
         guide_trace, full_guide, model, guide = guide_parts
-        elbo = 0.0
+        total = _Configurations()
+        total.add(model_trace, guide_trace)
         surrogate = 0.0
         log_r = None
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample":
-                elbo = elbo + torch_item(site["log_prob_sum"])
-                surrogate = surrogate + site["log_prob_sum"]
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
-            elbo = elbo - torch_item(site["log_prob_sum"])
             if _is_bernoulli_site(site):
-                logits, g = self._site_gradient(name, full_guide, model, guide, args, kwargs)
+                logits, g = self._site_gradient(name, full_guide, model, guide, args, kwargs, total)
                 surrogate = surrogate + (g * logits).sum()
                 continue
-            _, score, entropy = site["score_parts"]
-            if not is_identically_zero(entropy):
-                surrogate = surrogate - entropy.sum()
+            score = site["score_parts"].score_function
             if not is_identically_zero(score):  # other_sites="score": Trace_ELBO's term
                 if log_r is None:
                     log_r = _log_ratio(model_trace, guide_trace)
                 surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score).sum()
-        return -elbo, -surrogate
+        return -total.elbo(), -(total.pathwise() + surrogate)
 
-    def _site_gradient(self, name, full_guide, model, guide, args, kwargs):
-        """The site's logits ``(*batch, D)`` and the estimator's gradient of the ELBO w.r.t. them."""
+    def _site_gradient(self, name, full_guide, model, guide, args, kwargs, total):
+        """The site's logits ``(*batch, D)`` and the estimator's gradient of the ELBO w.r.t. them;
+        the branches' runs go into ``total``."""
         site = full_guide.nodes[name]
         fn = site["fn"]
         value_shape = site["value"].shape
@@ -195,12 +200,14 @@ class ELBO(_PyroELBO):
         held = self._held(full_guide, name)
         frames = site["cond_indep_stack"]
 
-        def run(value, wrap=lambda fn: fn):
+        def run(value, wrap=lambda fn: fn, count=1):
             """``log p - log q`` of one run of the later guide sites and the model, with the site at ``value``."""
             at_value = _with_site(held, site, value)
             branch_guide = poutine.trace(poutine.replay(wrap(guide), trace=at_value)).get_trace(*args, **kwargs)
             branch_model = poutine.trace(poutine.replay(wrap(model), trace=branch_guide)).get_trace(*args, **kwargs)
-            log_r = _log_ratio(prune_subsample_sites(branch_model), prune_subsample_sites(branch_guide), skip=earlier)
+            branch_guide, branch_model = prune_subsample_sites(branch_guide), prune_subsample_sites(branch_model)
+            total.add(branch_model, branch_guide, count)
+            log_r = _log_ratio(branch_model, branch_guide, skip=earlier)
             return log_r, branch_guide.nodes[name]["cond_indep_stack"]
 
         def f(b):  # (S, *batch, D) -> (S, *batch)
@@ -210,12 +217,14 @@ class ELBO(_PyroELBO):
             # all points in one run, along a plate left of every other
             pad = (1,) * (self.max_plate_nesting - len(batch_shape))
             branches = pyro.plate("armgrad_branches", len(b), dim=-(self.max_plate_nesting + 1))
-            log_r, branch_frames = run(b.reshape(len(b), *pad, *value_shape), branches)
+            log_r, branch_frames = run(b.reshape(len(b), *pad, *value_shape), branches, count=len(b))
             out = torch.broadcast_to(torch.as_tensor(log_r.sum_to(branch_frames)), (len(b), *pad, *batch_shape))
             return out.reshape(len(b), *batch_shape)
 
-        with torch.no_grad():
-            g = api.grad(f, logits.detach(), self.estimator, self.num_samples)
+        est, phi = self.estimator, logits.detach()
+        noise = est.draw_noise(self.num_samples, phi)
+        b = est.sample(phi, noise)
+        g = est.combine(evaluate(f, b).detach(), b, phi, noise).grad
         return logits, g
 
     def _held(self, full_guide, name):
@@ -257,6 +266,35 @@ class ELBO(_PyroELBO):
         return loss
 
 
+class _Configurations:
+    """Sums over runs of guide and model: the ELBO (a float) and the pathwise surrogate (attached)."""
+
+    def __init__(self):
+        self.count, self.value, self.surrogate = 0, 0.0, 0.0
+
+    def add(self, model_trace, guide_trace, count: int = 1) -> None:
+        """One run (``count`` configurations when they are batched in a plate: its sums are theirs)."""
+        model_trace.compute_log_prob()
+        guide_trace.compute_score_parts()
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                self.value += torch_item(site["log_prob_sum"])
+                self.surrogate = self.surrogate + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample" and not site["is_observed"]:
+                self.value -= torch_item(site["log_prob_sum"])
+                entropy = site["score_parts"].entropy_term
+                if not is_identically_zero(entropy):  # a reparameterised site's -log q, pathwise
+                    self.surrogate = self.surrogate - entropy.sum()
+        self.count += count
+
+    def elbo(self) -> float:
+        return self.value / self.count
+
+    def pathwise(self):
+        return self.surrogate / self.count
+
+
 def _is_bernoulli_site(site) -> bool:
     return (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
             and not site["fn"].has_rsample and bernoulli_of(site["fn"]) is not None)
@@ -296,4 +334,7 @@ def _with_site(earlier, site, value):
 def binary_point_estimators() -> list:
     from .estimators import select
 
-    return select(evaluates_f_at=BINARY, needs_df_db=False, learned=False)
+    from .estimators import ESTIMATORS
+
+    return [name for name in select(evaluates_f_at=BINARY, needs_df_db=False, learned=False)
+            if isinstance(ESTIMATORS[name], BinaryPointEstimator)]
