@@ -17,6 +17,11 @@ Sections (every timing interleaved round-robin with its reference in one run; me
   single configuration per example, against its count of f evaluations: ``2T`` (armgrad
   evaluates only the branches, each a valid draw from q) and ``1 + 2T`` (the paper's count, with a
   separate plain sample).
+- ``throughput``: what the user runs, through the command line (data, loss, backward, optimiser):
+  one ``armgrad vae`` run alone on the machine against the arithmetic floor of its step (the four
+  matrix products: encoder forward and weight gradient, decoder forward on the stacked samples and
+  its weight gradient); then run-steps per second of ``armgrad study`` with R runs per process
+  against separate ``armgrad vae`` processes, both two processes at a time on two cores.
 - ``variance``: at a trained checkpoint, the encoder-gradient variance of each estimator on one
   fixed batch, and variance x cost (f evaluations, and milliseconds per step): lower is better at
   equal compute.
@@ -27,6 +32,7 @@ Writes ``OUT/suite.json`` and ``OUT/suite.md``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import time
@@ -42,7 +48,7 @@ from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import BinaryVAE
 
-SECTIONS = ("grad", "multisample", "step", "layers", "variance")
+SECTIONS = ("grad", "multisample", "step", "layers", "variance", "throughput")
 # the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
 # step; Double CV and RODEO with their df/db and their controls' variance gradient)
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
@@ -225,6 +231,87 @@ def bench_layers(args) -> dict:
                         "ratio_to_evaluations", "ratio_to_paper"], "rows": rows}
 
 
+def matmul_floor(runs: int, batch: int, configurations: int, units: int = 200, pixels: int = 784, device="cpu"):
+    """The four matrix products of a linear-VAE step for ``runs`` runs (batched products when runs > 1)."""
+    g = torch.Generator(device).manual_seed(0)
+    r = lambda *shape: torch.rand(runs, *shape, generator=g, device=device)  # noqa: E731
+    x, we, b, wd = r(batch, pixels), r(units, pixels), r(configurations * batch, units), r(pixels, units)
+    g_enc, g_dec = r(batch, units), r(configurations * batch, pixels)
+
+    def products():
+        torch.bmm(x, we.transpose(1, 2))  # encoder forward
+        torch.bmm(g_enc.transpose(1, 2), x)  # encoder weight gradient
+        torch.bmm(b, wd.transpose(1, 2))  # decoder forward, every configuration
+        torch.bmm(g_dec.transpose(1, 2), b)  # decoder weight gradient
+
+    return products
+
+
+def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int) -> float:
+    """Run-steps per second of ``concurrent`` processes at a time, each ``armgrad vae`` (runs = 1) or
+    ``armgrad study`` with ``runs`` runs, timed by the loop itself (steps per second before the evaluation)."""
+    import subprocess
+    import sys
+
+    procs, folders = [], []
+    for p in range(concurrent):
+        folder = out / f"{command}-{runs}-{p}"
+        seeds = [str(p * runs + i) for i in range(runs)]
+        flags = ["--dataset", args.dataset, "--steps", str(args.throughput_steps), "--eval-every",
+                 str(args.throughput_steps), "--test-samples", "2", "--grad-var-draws", "2", "--threads", "1",
+                 "--batch-size", str(args.batch), "--num-samples", str(args.budget), "--overwrite"]
+        flags += ["--data-dir", args.data_dir] if args.data_dir else []
+        if command == "vae":
+            flags += ["--seed", seeds[0], "--out", str(folder)]
+        else:
+            flags += ["--seed", *seeds, "--out", str(folder)]
+        procs.append(subprocess.Popen([sys.executable, "-m", "armgrad", command, *flags],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        folders.append(folder)
+    total = 0.0
+    for proc, folder in zip(procs, folders):
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"armgrad {command} failed: {err[-2000:]}")
+        metrics = [folder / "metrics.csv"] if command == "vae" else sorted(folder.glob("*/metrics.csv"))
+        for path in metrics:  # one evaluation, at the end: its row's rate covers every step, evaluation left out
+            with open(path) as f:
+                total += float(list(csv.DictReader(f))[-1]["steps_per_second"])
+    return total
+
+
+def bench_throughput(args) -> dict:
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        floor = matmul_floor(1, args.batch, args.budget)
+        before = interleaved({"floor": floor}, args.repeats * 10, "cpu")["floor"]
+        alone = _cli_runs(args, "vae", 1, out, concurrent=1)
+        after = interleaved({"floor": floor}, args.repeats * 10, "cpu")["floor"]
+        floor_ms = 1e3 * statistics.median([before, after])
+        rows.append({"case": "armgrad vae, one run alone", "runs_per_process": 1, "processes": 1,
+                     "run_steps_per_second": alone, "ms_per_run_step": 1e3 / alone,
+                     "floor_ms": floor_ms, "ratio": 1e3 / alone / floor_ms})
+        separate = _cli_runs(args, "vae", 1, out, concurrent=2)
+        rows.append({"case": "armgrad vae, separate processes", "runs_per_process": 1, "processes": 2,
+                     "run_steps_per_second": separate, "ms_per_run_step": 2e3 / separate,
+                     "floor_ms": floor_ms, "ratio": 1.0})
+        for runs in args.throughput_runs:
+            batched = _cli_runs(args, "study", runs, out, concurrent=2)
+            runs_floor = 1e3 * interleaved({"floor": matmul_floor(runs, args.batch, args.budget)},
+                                           args.repeats, "cpu")["floor"] / runs
+            rows.append({"case": f"armgrad study, {runs} runs per process", "runs_per_process": runs,
+                         "processes": 2, "run_steps_per_second": batched, "ms_per_run_step": 2e3 / batched,
+                         "floor_ms": runs_floor, "ratio": batched / separate})
+    return {"title": f"What the user runs (linear VAE, DisARM, batch {args.batch}, {args.budget} evaluations, "
+                     f"{args.throughput_steps} steps, 1 thread per process): run-steps per second; ratio: one run's "
+                     "step over its four matrix products (first row), else run-steps per second over separate "
+                     "processes'", "columns": ["case", "runs_per_process", "processes", "run_steps_per_second",
+                                                "ms_per_run_step", "floor_ms", "ratio"], "rows": rows}
+
+
 def find_checkpoint(path: str | None) -> str | None:
     if path:
         return path
@@ -297,6 +384,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--checkpoint", default=None, help="a VAE run's checkpoint.pt (default: the first found "
                                                            f"of {', '.join(CHECKPOINTS)})")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--dataset", default="fashion-mnist", help="throughput: the data of the runs")
+    parser.add_argument("--data-dir", default=None, help="throughput: the dataset's folder")
+    parser.add_argument("--throughput-steps", type=int, default=2000, help="throughput: steps per run")
+    parser.add_argument("--throughput-runs", type=int, nargs="+", default=[1, 2, 4, 8, 16],
+                        help="throughput: runs per process of armgrad study")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} thread(s)"

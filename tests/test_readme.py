@@ -1,6 +1,8 @@
 """The README's quickstart runs as written."""
 
 import re
+
+import pytest
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -15,3 +17,13 @@ def test_quickstart_runs():
     assert namespace["g"].shape == (50, 200)
     assert "| arm |" in namespace["report"].table()
     assert namespace["phi"].grad.shape == (50, 20) and namespace["bound"].shape == (50,)
+
+
+def test_pyro_quickstart_runs():
+    pytest.importorskip("pyro")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    pyro_block = next(b for b in blocks if "armgrad.pyro" in b)
+    namespace = {}
+    exec(compile(pyro_block, "README Pyro quickstart", "exec"), namespace)
+    losses = namespace["losses"]
+    assert len(losses) == 200 and sum(losses[-20:]) < sum(losses[:20])  # it trains

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import itertools
 import json
 import logging
 import os
@@ -152,6 +153,28 @@ def run_vae(args) -> int:
     return _train_from_args(args, VAEConfig, train, "VAE")
 
 
+def run_study(args) -> int:
+    from .experiments.study import run_study, study_configs
+    from .experiments.vae import VAEConfig, protocol_values
+
+    fields = VAEConfig.__dataclass_fields__
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None
+             and k not in ("model", "estimator", "seed", "out")}
+    given = {**protocol_values(given.get("protocol", "disarm"), given.get("dataset", "fashion-mnist")), **given}
+    configs = study_configs(VAEConfig(**given), args.model, args.estimator, args.seed, args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run_study(configs, resume=args.resume, overwrite=args.overwrite,
+                        runs_per_process=args.runs_per_process, launcher=args.launcher, cluster=args.cluster,
+                        threads=args.threads, slurm_partition=args.slurm_partition, timeout_min=args.timeout_min)
+    from .experiments.report import summary, write_report
+
+    write_report([args.out], args.out, reference=args.estimator[0])
+    print(f"trained {len(results)} run(s) into {args.out}")
+    print(summary([args.out], args.estimator[0], args.out))
+    return 0
+
+
 def run_sbn(args) -> int:
     from .experiments.sbn import SBNConfig, train
 
@@ -233,16 +256,24 @@ FLAG_HELP = {
 }
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class, choices: dict) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_class, choices: dict, several=(), skip=(),
+                     defaults=None) -> None:
     """One flag per field of an experiment's config dataclass (the single source of its defaults),
-    each validated as it is parsed, plus --threads, --resume and --overwrite."""
+    each validated as it is parsed, plus --threads, --resume and --overwrite. Fields in ``several``
+    take one or more values; those in ``skip`` get no flag; ``defaults`` overrides the dataclass's."""
     fields = config_class.__dataclass_fields__
     for name, spec in fields.items():
+        if name in skip:
+            continue
         kind = FLAG_TYPES.get(name, type(spec.default) if spec.default is not None else str)
-        default = spec.default
+        default = (defaults or {}).get(name, spec.default)
         help_text = FLAG_HELP.get(name, "")
         if "protocol" in fields and name in ("batch_size", "lr", "prior_lr"):
             default, help_text = None, help_text + " (None: the --protocol's)"  # the protocol decides
+        if name in several:
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, nargs="+", default=[default],
+                                choices=choices.get(name), help=help_text + " (one or more)")
+            continue
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
                             choices=choices.get(name), help=help_text)
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (None: torch's choice)")
@@ -323,6 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     vae = add("vae", help="train a discrete VAE with any estimator (DisARM protocol defaults)")
     add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS,
                                               "objective": ["elbo", "iwae"], "protocol": ["disarm", "rodeo"]})
+    study = add("study", help="many VAE runs (models x estimators x seeds), several per process, here or on a cluster")
+    add_config_flags(study, VAEConfig, several=("model", "estimator", "seed"), skip=("shards",),
+                     defaults={"out": "runs/study"},
+                     choices={"dataset": list(DATASETS), "model": MODELS, "objective": ["elbo", "iwae"],
+                              "protocol": ["disarm", "rodeo"]})
+    study.add_argument("--runs-per-process", type=positive_int, default=None,
+                       help="runs trained side by side in one process (None: every run that can)")
+    study.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                       help="local: the batches one after another here; submitit: one job per batch")
+    study.add_argument("--cluster", choices=["local", "slurm", "debug"], default="slurm",
+                       help="with --launcher submitit: SLURM, or local processes (local), or in this process (debug)")
+    study.add_argument("--slurm-partition", default=None, help="with --cluster slurm")
+    study.add_argument("--timeout-min", type=positive_int, default=4320, help="with --launcher submitit: a job's time limit")
     sbn = add("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
     add_config_flags(sbn, SBNConfig, choices={
         "dataset": [n for n in DATASETS if "threshold" in n or "static" in n], "model": SBN_MODELS})
@@ -334,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the estimator every other one is compared with, seed by seed")
     report.add_argument("--markdown", action="store_true",
                         help="print the whole Markdown report instead of the short summary")
-    parser.commands = {"vae": vae, "sbn": sbn}  # for errors found after parsing, in the command's name
+    parser.commands = {"vae": vae, "sbn": sbn, "study": study}  # for errors found after parsing, in the command's name
     return parser
 
 
@@ -350,7 +394,8 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-COMMANDS = {"demo": run_demo, "toy": run_toy, "vae": run_vae, "sbn": run_sbn, "report": run_report}
+COMMANDS = {"demo": run_demo, "toy": run_toy, "vae": run_vae, "sbn": run_sbn, "study": run_study,
+            "report": run_report}
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, ModuleNotFoundError)
 
 
@@ -366,6 +411,10 @@ def main(argv=None) -> int:
         return 0
     if args.command in ("vae", "sbn"):
         check_before_data(parser.commands[args.command], args)
+    if args.command == "study":
+        for model, estimator in itertools.product(args.model, args.estimator):
+            check_before_data(parser.commands["study"], argparse.Namespace(**{**vars(args), "model": model,
+                                                                               "estimator": estimator}))
     debug = args.debug or os.environ.get("ARMGRAD_DEBUG", "") not in ("", "0")
     prog = f"armgrad {args.command}"
     try:

@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import torch
 
 from ._checks import check_logits
+from ._random import uniform
 from .estimators import get_estimator, select
 from .estimators.base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, evaluate,
                               value_of, with_gradient)
@@ -48,7 +49,7 @@ Layer = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _sample_bernoulli(logits: torch.Tensor, generator) -> torch.Tensor:
-    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    u = uniform(logits.shape, generator, logits.dtype, logits.device)
     return (u < torch.sigmoid(logits)).to(logits.dtype)
 
 
@@ -117,7 +118,7 @@ def _relaxed_configurations(base_samples, base_logits, layers, t, stacked, tempe
     tau = temperature.to(stacked.dtype)
     for layer in layers[t + 1 :]:
         phi = layer(h)
-        u = torch.rand((s, *phi.shape[1:]), generator=generator, dtype=phi.dtype, device=phi.device)
+        u = uniform((s, *phi.shape[1:]), generator, phi.dtype, phi.device)
         z = phi + torch.logit(u.clamp_(min=torch.finfo(phi.dtype).tiny)).repeat(3, *([1] * (phi.dim() - 1)))
         h = torch.cat([(z[:s] > 0).to(phi.dtype), torch.sigmoid(z[s:] / tau)])
         samples.append(h)

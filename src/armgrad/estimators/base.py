@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .._checks import check_finite
+from .._random import uniform
 
 BINARY = "binary"
 RELAXED = "relaxed"
@@ -161,7 +162,7 @@ class Estimator(ABC):
         shape = self.noise_shape(num_samples, logits.shape)
         if shape is None:
             return None
-        u = torch.rand(shape, generator=generator, dtype=logits.dtype, device=logits.device)
+        u = uniform(shape, generator, logits.dtype, logits.device)
         return u.clamp_(min=torch.finfo(logits.dtype).tiny)  # rand is [0, 1): keep log/logit finite
 
     # ---- options ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ..data import load_dataset
 from ..models.sbn import StochasticBinaryNetwork
 from ..network import ancestral_sample, chain_estimate
 from .reporting import progress, pyplot
-from .training import Task, TrainingConfig, finish, make_estimators, run_training
+from .training import Task, TrainingConfig, adam, finish, make_estimators, run_training
 
 HALF = 392
 
@@ -97,7 +97,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
 
     task = Task(
         model=model, estimators=estimators,
-        optimizers={"model": torch.optim.Adam(model.parameters(), lr=config.lr)},
+        optimizers={"model": adam(model.parameters(), config.lr)},
         loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
         batch=data.train_batch,
         num_train=data.train.shape[0], evaluate=evaluate,

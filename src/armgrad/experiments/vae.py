@@ -19,7 +19,7 @@ from .. import multisample
 from ..models.vae import BinaryVAE, bernoulli_log_prob
 from ..network import chain_estimate
 from .reporting import progress
-from .training import ConfigurationError, Task, TrainingConfig, finish, make_estimators, run_training
+from .training import ConfigurationError, Task, TrainingConfig, adam, finish, make_estimators, run_training
 
 
 @dataclass
@@ -76,14 +76,18 @@ def importance_weighted_bound(model: BinaryVAE, x: torch.Tensor, num_samples: in
     return torch.cat(bounds)
 
 
-def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
-    """Mean over the batch of the estimated negative ELBO, or with a multi-sample estimator of the
+def negative_bound(model, x, estimators, num_samples, generator) -> torch.Tensor:
+    """The estimated negative ELBO per example ``(*batch)``, or with a multi-sample estimator the
     negative ``num_samples``-sample bound; its gradient is the estimator's."""
     if isinstance(estimators[0], multisample.MultiSampleEstimator):
-        return -multisample_bound(model, x, estimators[0], num_samples, generator).mean()
-    value = chain_estimate(partial(model.negative_elbo, x), model.encoder_layers(), x, estimators,
-                           num_samples, generator=generator)
-    return value.mean()
+        return -multisample_bound(model, x, estimators[0], num_samples, generator)
+    return chain_estimate(partial(model.negative_elbo, x), model.encoder_layers(), x, estimators,
+                          num_samples, generator=generator)
+
+
+def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
+    """The mean of :func:`negative_bound` over the batch: the loss of one training step."""
+    return negative_bound(model, x, estimators, num_samples, generator).mean()
 
 
 def multisample_bound(model, x, estimator, num_samples, generator) -> torch.Tensor:
@@ -143,7 +147,7 @@ def train(config: VAEConfig, resume: bool = False) -> dict:
     model = BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device)
     estimators = make_vae_estimators(config, model, device)
     optimizers = {
-        "model": torch.optim.Adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), lr=config.lr),
+        "model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
         "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
     }
     task = Task(
@@ -155,6 +159,11 @@ def train(config: VAEConfig, resume: bool = False) -> dict:
         train_metric="train_elbo" if config.objective == "elbo" else "train_bound",
     )
     run, results = run_training(config, task, resume)
+    return finish_vae(run, results, config)
+
+
+def finish_vae(run, results: dict, config: VAEConfig) -> dict:
+    """Add the VAE's numbers to the loop's results; write results.json and the curves (:func:`finish`)."""
     last = run.rows[-1]
     results.update(test_elbo=last["test_elbo"], test_bound=last["test_bound"], test_samples=config.test_samples,
                    grad_var=last["grad_var"], objective=config.objective, protocol=config.protocol)

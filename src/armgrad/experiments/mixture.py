@@ -1,0 +1,70 @@
+"""Different estimators for the runs of one batch (``armgrad study``): :class:`RunMixture`."""
+
+from __future__ import annotations
+
+import torch
+
+from .._random import RunGenerators
+from ..estimators.base import BinaryPointEstimator, Combined
+from .training import ConfigurationError
+
+
+class RunMixture(BinaryPointEstimator):
+    """Run ``r`` of a batch gets ``estimators[r]``; all evaluate ``f`` at binary points with the same budget.
+
+    Logits are ``(R, batch, D)`` (runs on axis -3). Every group of runs sharing an estimator draws its
+    noise from its runs' generators, forms its samples and combines its values; the samples of all
+    groups are put back in run order, so that ``f`` (the decoder) is called once for every run.
+    """
+
+    name, unbiased = "run_mixture", True
+    reference = "armgrad: the estimators of the runs trained side by side"
+    summary = "each run's own estimator"
+
+    def __init__(self, estimators: list):
+        self.estimators = list(estimators)
+        names = [e.name for e in self.estimators]
+        self.groups = [(est, torch.tensor([r for r, n in enumerate(names) if n == est.name]))
+                       for est in {e.name: e for e in self.estimators}.values()]
+
+    @staticmethod
+    def check(estimators: list, num_samples: int) -> None:
+        for est in estimators:
+            if not isinstance(est, BinaryPointEstimator) or est.evaluations(num_samples) != num_samples:
+                raise ConfigurationError(
+                    f"runs with different estimators share a batch when every one evaluates f at binary points, "
+                    f"num_samples times; {est.name!r} does not: train it in a batch of its own")
+            est.check_budget(num_samples)
+
+    @classmethod
+    def for_runs(cls, estimators: list, num_layers: int) -> list:
+        """The estimator of every layer for runs with ``estimators`` (one per run)."""
+        if len({getattr(e, "name", e) for e in estimators}) == 1:
+            return [estimators[0]] * num_layers
+        from ..estimators import get_estimator
+
+        return [cls([get_estimator(e) for e in estimators])] * num_layers
+
+    def draw_noise(self, num_samples, logits, generator=None):
+        if not isinstance(generator, RunGenerators):
+            raise TypeError("a RunMixture draws each run's noise from RunGenerators, one generator per run")
+        return [est.draw_noise(num_samples, logits.index_select(-3, idx),
+                               RunGenerators([generator.generators[r] for r in idx.tolist()]))
+                for est, idx in self.groups]
+
+    def sample(self, logits, noise, **options):
+        parts = [est.sample(logits.index_select(-3, idx), u) for (est, idx), u in zip(self.groups, noise)]
+        out = logits.new_empty((parts[0].shape[0], *logits.shape))
+        for (_, idx), part in zip(self.groups, parts):
+            out.index_copy_(-3, idx.to(out.device), part)
+        return out
+
+    def combine(self, fb, b, logits, noise) -> Combined:
+        grad = torch.empty_like(logits)
+        for (est, idx), u in zip(self.groups, noise):
+            idx_d = idx.to(logits.device)
+            part = est.combine(fb.index_select(-2, idx_d), b.index_select(-3, idx_d), logits.index_select(-3, idx_d), u)
+            if part.weights is not None:
+                raise ValueError(f"{est.name} weights its values: it cannot share a batch of runs")
+            grad.index_copy_(-3, idx_d, part.grad)
+        return Combined(grad)

@@ -1,0 +1,189 @@
+"""Many runs in one process (armgrad study): each run trains what it trains alone, resumes exactly,
+and writes the folder an alone run writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from armgrad._random import RunGenerators, uniform
+from armgrad.experiments.batched import check_batch, train_batch
+from armgrad.experiments.study import batches, run_study, study_configs
+from armgrad.experiments.training import ConfigurationError
+from armgrad.experiments.vae import VAEConfig, train
+from armgrad.models.stacked import stack
+from armgrad.models.vae import BinaryVAE
+from test_data import write_mnist
+
+ESTIMATORS = ["disarm", "arm", "reinforce_loo"]  # one batch: each run its own estimator
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    return tmp_path / "data"
+
+
+def config(data, out, **overrides) -> VAEConfig:
+    base = dict(dataset="mnist", data_dir=str(data), steps=6, batch_size=8, eval_every=3, checkpoint_every=3,
+                test_samples=3, grad_var_draws=2, model="linear", out=str(out))
+    return VAEConfig(**{**base, **overrides})
+
+
+def runs(data, folder, **overrides) -> list:
+    return [config(data, folder / f"{e}-{s}", estimator=e, seed=s, **overrides) for s, e in enumerate(ESTIMATORS)]
+
+
+def load(path):
+    return torch.load(path / "checkpoint.pt", weights_only=False)
+
+
+def assert_same_run(a, b, atol, rtol=0.0, optimizer=True):
+    """The same run: parameters within ``atol`` (0: identical), the same random streams and rows."""
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=rtol, atol=atol,
+                                   msg=lambda m, key=key: f"{key}: {m}")
+    if optimizer:
+        for index, state in a["optimizers"]["model"]["state"].items():
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(state[key], b["optimizers"]["model"]["state"][index][key], rtol=rtol,
+                                           atol=atol, msg=lambda m, key=key: f"{key}: {m}")
+    assert torch.equal(a["data_gen"], b["data_gen"]) and torch.equal(a["noise_gens"][0], b["noise_gens"][0])
+    assert a["step"] == b["step"] and len(a["rows"]) == len(b["rows"])
+
+
+def test_runs_in_a_batch_train_what_they_train_alone_after_1000_steps(data, tmp_path):
+    """After 1,000 steps of the linear VAE (batch 8) a run of the batch matches the run alone: its
+    parameters within 1e-7 while every Bernoulli draw agrees (relative 1e-5 for Adam's moments); the batched products sum in another
+    order, and once in a while a draw ``u < s(phi)`` lands on the other side of the threshold, after
+    which the two runs differ by one sample's worth (here 6e-4 in one prior logit of one run). The
+    test allows 2e-3 and checks the first 20 steps to 1e-6; the random streams are the same."""
+    short = train_batch(runs(data, tmp_path / "short", steps=20, eval_every=20, checkpoint_every=20))
+    batch = train_batch(runs(data, tmp_path / "batch", steps=1000, eval_every=500, checkpoint_every=500))
+    for s, estimator in enumerate(ESTIMATORS):
+        name = f"{estimator}-{s}"
+        train(config(data, tmp_path / f"short-{name}", estimator=estimator, seed=s, steps=20, eval_every=20,
+                     checkpoint_every=20))
+        assert_same_run(load(tmp_path / f"short-{name}"), load(tmp_path / "short" / name), atol=1e-6, rtol=1e-5)
+        alone = train(config(data, tmp_path / f"alone-{name}", estimator=estimator, seed=s, steps=1000,
+                             eval_every=500, checkpoint_every=500))
+        assert_same_run(load(tmp_path / f"alone-{name}"), load(tmp_path / "batch" / name), atol=2e-3, optimizer=False)
+        assert batch[s]["train_elbo"] == pytest.approx(alone["train_elbo"], abs=1e-2)
+        assert batch[s]["test_elbo"] == pytest.approx(alone["test_elbo"], abs=1e-2)
+        assert batch[s]["runs_in_process"] == 3 and alone["runs_in_process"] == 1
+        assert short[s]["test_elbo"] == pytest.approx(-590, abs=20)  # a trained model's numbers, not nan
+    # and each run's folder is an alone run's folder
+    folder = tmp_path / "batch" / "arm-1"
+    assert {"checkpoint.pt", "metrics.csv", "results.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "results.json").read_text())["config"]["estimator"] == "arm"
+
+
+def test_a_batch_resumes_exactly_and_alone_runs_resume_its_checkpoints(data, tmp_path):
+    whole = train_batch(runs(data, tmp_path / "whole"))
+    train_batch(runs(data, tmp_path / "cut", steps=3))  # "killed" after the checkpoint at step 3
+    resumed = train_batch(runs(data, tmp_path / "cut"), resume=True)
+    for s, estimator in enumerate(ESTIMATORS):
+        name = f"{estimator}-{s}"
+        assert_same_run(load(tmp_path / "whole" / name), load(tmp_path / "cut" / name), atol=0)
+        assert resumed[s]["test_elbo"] == whole[s]["test_elbo"]
+    # a run of the batch continued alone, from the batch's checkpoint at step 3
+    train_batch(runs(data, tmp_path / "mixed", steps=3))
+    train(config(data, tmp_path / "mixed" / "arm-1", estimator="arm", seed=1), resume=True)
+    assert_same_run(load(tmp_path / "whole" / "arm-1"), load(tmp_path / "mixed" / "arm-1"), atol=1e-6, rtol=1e-5)
+
+
+def test_runs_whose_checkpoints_lag_catch_up_first(data, tmp_path):
+    """Killed between the runs' checkpoints: the runs behind train up to the others, then all go on."""
+    train_batch(runs(data, tmp_path / "lag", steps=3))
+    train_batch(runs(data, tmp_path / "lag", steps=6, checkpoint_every=6)[:1], resume=True, stop_at=6)
+    assert load(tmp_path / "lag" / "disarm-0")["step"] == 6 and load(tmp_path / "lag" / "arm-1")["step"] == 3
+    train_batch(runs(data, tmp_path / "lag", steps=9), resume=True)
+    train_batch(runs(data, tmp_path / "straight", steps=9))
+    for s, estimator in enumerate(ESTIMATORS):
+        name = f"{estimator}-{s}"
+        assert_same_run(load(tmp_path / "straight" / name), load(tmp_path / "lag" / name), atol=1e-6, rtol=1e-5)
+
+
+def test_a_killed_study_resumes_to_the_same_result(data, tmp_path):
+    """SIGKILL in the middle of `armgrad study`, then the same command with --resume."""
+    def command(out, steps, *extra):
+        return [sys.executable, "-m", "armgrad", "study", "--dataset", "mnist", "--data-dir", str(data),
+                "--estimator", "disarm", "reinforce_loo", "--seed", "0", "1", "--steps", str(steps),
+                "--eval-every", "100", "--checkpoint-every", "100", "--batch-size", "8", "--test-samples", "3",
+                "--grad-var-draws", "2", "--threads", "1", "--out", str(out), *extra]
+
+    env = {**os.environ, "ARMGRAD_PROGRESS_SECONDS": "0.1"}
+    proc = subprocess.Popen(command(tmp_path / "killed", 800), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / "linear-reinforce_loo-seed1" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "linear-disarm-seed0" / "results.json").exists(), "killed too late"
+    done = subprocess.run(command(tmp_path / "killed", 800, "--resume"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    subprocess.run(command(tmp_path / "straight", 800), env=env, capture_output=True, check=True)
+    for name in ("linear-disarm-seed0", "linear-reinforce_loo-seed1"):
+        assert_same_run(load(tmp_path / "straight" / name), load(tmp_path / "killed" / name), atol=0)
+    again = subprocess.run(command(tmp_path / "killed", 800, "--resume"), env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "finished, skipped" in again.stderr
+
+
+def test_submitit_local_executor_trains_the_same_runs(data, tmp_path):
+    pytest.importorskip("submitit")
+    configs = study_configs(config(data, tmp_path), ["linear"], ["disarm", "arm"], [0], tmp_path / "submitit-study")
+    here = study_configs(config(data, tmp_path), ["linear"], ["disarm", "arm"], [0], tmp_path / "here-study")
+    results = run_study(configs, launcher="submitit", cluster="local", runs_per_process=1, threads=1)
+    run_study(here, threads=1, runs_per_process=1)
+    assert len(results) == 2 and (tmp_path / "submitit-study" / "submitit").is_dir()
+    for name in ("linear-disarm-seed0", "linear-arm-seed0"):
+        assert_same_run(load(tmp_path / "here-study" / name), load(tmp_path / "submitit-study" / name), atol=0)
+
+
+def test_what_cannot_share_a_process_is_refused(data, tmp_path):
+    with pytest.raises(ConfigurationError, match="lr"):
+        check_batch([config(data, tmp_path / "a"), config(data, tmp_path / "b", lr=1e-3)])
+    with pytest.raises(ConfigurationError, match="relax.*armgrad vae"):
+        check_batch([config(data, tmp_path / "a", estimator="relax")])
+    with pytest.raises(ConfigurationError, match="batch of its own"):
+        check_batch([config(data, tmp_path / "a", objective="iwae", estimator="local_disarm"),
+                     config(data, tmp_path / "b", objective="iwae", estimator="vimco", num_samples=2)])
+    # the study groups what can share a process, and splits batches to the size asked
+    configs = study_configs(config(data, tmp_path), ["linear", "nonlinear"], ["disarm", "arms", "reinforce"], [0, 1],
+                            tmp_path / "s")
+    plan = batches(configs, runs_per_process=4)
+    assert sorted(len(b) for b in plan) == [2, 2, 4, 4]
+    assert all(len({c.model for c in b}) == 1 for b in plan)
+
+
+def test_run_generators_draw_each_runs_slice_as_alone():
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    both = uniform((5, 2, 6, 7), RunGenerators(gens), torch.float32, "cpu")
+    for r, seed in enumerate((3, 4)):
+        assert torch.equal(both[:, r], torch.rand((5, 6, 7), generator=torch.Generator().manual_seed(seed)))
+    with pytest.raises(ValueError, match="run axis"):
+        uniform((5, 3, 6, 7), RunGenerators(gens), torch.float32, "cpu")
+
+
+def test_stacked_model_computes_each_runs_model():
+    mean = torch.rand(784)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(BinaryVAE("nonlinear", mean))
+    model = stack(models)
+    x = torch.bernoulli(torch.rand(3, 4, 784))
+    b = torch.bernoulli(torch.rand(2, 3, 4, 200))
+    joint, logits = model.log_joint(x, [b]), model.encoder_layers()[0](x)
+    for r in range(3):
+        torch.testing.assert_close(joint[:, r], models[r].log_joint(x[r], [b[:, r]]), rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(logits[r], models[r].encoder_layers()[0](x[r]), rtol=1e-5, atol=1e-5)
