@@ -22,6 +22,9 @@ Sections (every timing interleaved round-robin with its reference in one run; me
   matrix products: encoder forward and weight gradient, decoder forward on the stacked samples and
   its weight gradient); then run-steps per second of ``armgrad study`` with R runs per process
   against separate ``armgrad vae`` processes, both two processes at a time on two cores.
+- ``profile``: where one training step's time goes (torch.profiler over ``--profile-steps`` steps of
+  the linear VAE with DisARM: the library's batch, loss, backward and optimisers, as the loops run them),
+  the operators with the most self time, per step.
 - ``variance``: at a trained checkpoint, the encoder-gradient variance of each estimator on one
   fixed batch, and variance x cost (f evaluations, and milliseconds per step): lower is better at
   equal compute.
@@ -48,7 +51,7 @@ from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import BinaryVAE
 
-SECTIONS = ("grad", "multisample", "step", "layers", "variance", "throughput")
+SECTIONS = ("grad", "multisample", "step", "layers", "variance", "throughput", "profile")
 # the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
 # step; Double CV and RODEO with their df/db and their controls' variance gradient)
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
@@ -261,6 +264,7 @@ def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int) -> floa
                  str(args.throughput_steps), "--test-samples", "2", "--grad-var-draws", "2", "--threads", "1",
                  "--batch-size", str(args.batch), "--num-samples", str(args.budget), "--overwrite"]
         flags += ["--data-dir", args.data_dir] if args.data_dir else []
+        flags += ["--device", args.device]
         if command == "vae":
             flags += ["--seed", seeds[0], "--out", str(folder)]
         else:
@@ -283,33 +287,79 @@ def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int) -> floa
 def bench_throughput(args) -> dict:
     import tempfile
 
+    cuda = args.device.startswith("cuda")
+    concurrent = 1 if cuda else 2  # one GPU: one process at a time; two cores: two processes at a time
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        floor = matmul_floor(1, args.batch, args.budget)
-        before = interleaved({"floor": floor}, args.repeats * 10, "cpu")["floor"]
+        floor = matmul_floor(1, args.batch, args.budget, device=args.device)
+        before = interleaved({"floor": floor}, args.repeats * 10, args.device)["floor"]
         alone = _cli_runs(args, "vae", 1, out, concurrent=1)
-        after = interleaved({"floor": floor}, args.repeats * 10, "cpu")["floor"]
+        after = interleaved({"floor": floor}, args.repeats * 10, args.device)["floor"]
         floor_ms = 1e3 * statistics.median([before, after])
         rows.append({"case": "armgrad vae, one run alone", "runs_per_process": 1, "processes": 1,
                      "run_steps_per_second": alone, "ms_per_run_step": 1e3 / alone,
                      "floor_ms": floor_ms, "ratio": 1e3 / alone / floor_ms})
-        separate = _cli_runs(args, "vae", 1, out, concurrent=2)
-        rows.append({"case": "armgrad vae, separate processes", "runs_per_process": 1, "processes": 2,
-                     "run_steps_per_second": separate, "ms_per_run_step": 2e3 / separate,
-                     "floor_ms": floor_ms, "ratio": 1.0})
+        separate = alone if cuda else _cli_runs(args, "vae", 1, out, concurrent=concurrent)
+        if not cuda:
+            rows.append({"case": "armgrad vae, separate processes", "runs_per_process": 1, "processes": 2,
+                         "run_steps_per_second": separate, "ms_per_run_step": 2e3 / separate,
+                         "floor_ms": floor_ms, "ratio": 1.0})
         for runs in args.throughput_runs:
-            batched = _cli_runs(args, "study", runs, out, concurrent=2)
-            runs_floor = 1e3 * interleaved({"floor": matmul_floor(runs, args.batch, args.budget)},
-                                           args.repeats, "cpu")["floor"] / runs
+            batched = _cli_runs(args, "study", runs, out, concurrent=concurrent)
+            runs_floor = 1e3 * interleaved({"floor": matmul_floor(runs, args.batch, args.budget, device=args.device)},
+                                           args.repeats, args.device)["floor"] / runs
             rows.append({"case": f"armgrad study, {runs} runs per process", "runs_per_process": runs,
-                         "processes": 2, "run_steps_per_second": batched, "ms_per_run_step": 2e3 / batched,
-                         "floor_ms": runs_floor, "ratio": batched / separate})
+                         "processes": concurrent, "run_steps_per_second": batched,
+                         "ms_per_run_step": 1e3 * concurrent / batched, "floor_ms": runs_floor,
+                         "ratio": batched / separate})
+    where = "on the GPU, one process" if cuda else "1 thread per process, two processes at a time"
     return {"title": f"What the user runs (linear VAE, DisARM, batch {args.batch}, {args.budget} evaluations, "
-                     f"{args.throughput_steps} steps, 1 thread per process): run-steps per second; ratio: one run's "
-                     "step over its four matrix products (first row), else run-steps per second over separate "
-                     "processes'", "columns": ["case", "runs_per_process", "processes", "run_steps_per_second",
-                                                "ms_per_run_step", "floor_ms", "ratio"], "rows": rows}
+                     f"{args.throughput_steps} steps, {where}): run-steps per second; floor: the four matrix "
+                     "products of one run's step; ratio: the step over its floor (first row), else run-steps per "
+                     "second over separate processes' (over one run alone on a GPU)",
+            "columns": ["case", "runs_per_process", "processes", "run_steps_per_second", "ms_per_run_step",
+                        "floor_ms", "ratio"], "rows": rows}
+
+
+def bench_profile(args) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    from armgrad.data import load_dataset
+    from armgrad.experiments.training import adam
+    from armgrad.experiments.vae import negative_bound
+
+    data = load_dataset(args.dataset, args.data_dir)
+    torch.manual_seed(0)
+    model = BinaryVAE("linear", data.train_mean).to(args.device)
+    optimizers = [adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
+                  torch.optim.SGD([model.prior_logits], lr=1e-2)]
+    data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(1)
+
+    def step():
+        x = data.train_batch(torch.randint(data.train.shape[0], (args.batch,), generator=data_gen), data_gen)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        negative_bound(model, x.to(args.device), ["disarm"], args.budget, noise_gen).mean().backward()
+        for optimizer in optimizers:
+            optimizer.step()
+
+    for _ in range(100):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        for _ in range(args.profile_steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = [{"operator": e.key, "calls_per_step": e.count / args.profile_steps,
+             "self_us_per_step": e.self_cpu_time_total / args.profile_steps,
+             "share": e.self_cpu_time_total / total} for e in events[:15]]
+    rows.append({"operator": "(all)", "calls_per_step": sum(e.count for e in events) / args.profile_steps,
+                 "self_us_per_step": total / args.profile_steps, "share": 1.0})
+    return {"title": f"Where a training step's time goes (linear VAE, DisARM, batch {args.batch}, "
+                     f"{args.profile_steps} steps profiled, self CPU time)",
+            "columns": ["operator", "calls_per_step", "self_us_per_step", "share"], "rows": rows}
 
 
 def find_checkpoint(path: str | None) -> str | None:
@@ -387,6 +437,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--dataset", default="fashion-mnist", help="throughput: the data of the runs")
     parser.add_argument("--data-dir", default=None, help="throughput: the dataset's folder")
     parser.add_argument("--throughput-steps", type=int, default=2000, help="throughput: steps per run")
+    parser.add_argument("--profile-steps", type=int, default=1000, help="profile: steps profiled")
     parser.add_argument("--throughput-runs", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                         help="throughput: runs per process of armgrad study")
     args = parser.parse_args(argv)

@@ -187,3 +187,14 @@ def test_stacked_model_computes_each_runs_model():
     for r in range(3):
         torch.testing.assert_close(joint[:, r], models[r].log_joint(x[r], [b[:, r]]), rtol=1e-5, atol=1e-3)
         torch.testing.assert_close(logits[r], models[r].encoder_layers()[0](x[r]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_matches_cuda_runs_alone(data, tmp_path):
+    batch = runs(data, tmp_path / "batch", steps=20, eval_every=20, checkpoint_every=20, device="cuda")
+    train_batch(batch)
+    for s, estimator in enumerate(ESTIMATORS):
+        name = f"{estimator}-{s}"
+        train(config(data, tmp_path / name, estimator=estimator, seed=s, steps=20, eval_every=20,
+                     checkpoint_every=20, device="cuda"))
+        assert_same_run(load(tmp_path / name), load(tmp_path / "batch" / name), atol=1e-5, rtol=1e-4)

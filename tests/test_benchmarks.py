@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from armgrad import multisample
@@ -48,3 +49,27 @@ def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):
     assert {r["estimator"] for r in rows} == set(suite.VARIANCE_ESTIMATORS)
     for r in rows:
         assert r["grad_var"] > 0 and r["var_x_evaluations"] == r["grad_var"] * r["f_evaluations"]
+
+
+def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch):
+    from test_data import write_mnist
+
+    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    threads = torch.get_num_threads()
+    try:
+        suite.main(["--only", "throughput", "profile", "--profile-steps", "3", "--repeats", "2", "--throughput-steps", "4", "--throughput-runs", "2",
+                    "--batch", "8", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    sections = json.loads((tmp_path / "suite.json").read_text())["sections"]
+    profiled = {r["operator"]: r for r in sections["profile"]["rows"]}
+    assert profiled["(all)"]["share"] == 1.0 and "aten::addmm" in profiled  # the encoder's product is there
+    assert sum(r["share"] for r in sections["profile"]["rows"][:-1]) <= 1.0 + 1e-9
+    rows = sections["throughput"]["rows"]
+    assert [r["runs_per_process"] for r in rows] == [1, 1, 2]
+    for r in rows:  # every column is the one its name says, from the rates the runs' metrics give
+        assert r["ms_per_run_step"] == pytest.approx(1e3 * r["processes"] / r["run_steps_per_second"])
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["ms_per_run_step"] / rows[0]["floor_ms"])
+    assert rows[1]["ratio"] == 1.0
+    assert rows[2]["ratio"] == pytest.approx(rows[2]["run_steps_per_second"] / rows[1]["run_steps_per_second"])
