@@ -70,7 +70,7 @@ def train_batch(configs: list, resume: bool = False, stop_at: int | None = None)
     """
     check_batch(configs)
     first, device = configs[0], configs[0].device
-    runs = [RunLog(Path(c.out)) for c in configs]
+    runs = [RunLog(Path(c.out), c) for c in configs]
     saved = [run.resume() if resume else None for run in runs]
     steps_saved = sorted({s["step"] for s in saved if s is not None} | ({0} if None in saved else set()))
     if len(steps_saved) > 1:  # killed between the runs' checkpoints: bring the laggards up to the others

@@ -108,7 +108,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     results.update(test_nll_bound=last["test_nll_bound"], valid_nll_bound=last["valid_nll_bound_best"],
                    best_step=last["best_step"], test_samples=config.test_samples, valid_samples=config.eval_samples)
     curves = (("train_nll", "train -log p(x_lower | b), 1 sample"), ("valid_nll_bound", f"valid bound, M={config.eval_samples}"))
-    return finish(run, results, config, curves, f"{config.dataset} SBN {config.model} {config.estimator}")
+    return finish(run, results, curves, f"{config.dataset} SBN {config.model} {config.estimator}")
 
 
 @torch.no_grad()

@@ -74,8 +74,9 @@ def load_checkpoint(path: Path) -> dict:
 class RunLog:
     """Metrics rows, elapsed time and the checkpoint of one run."""
 
-    def __init__(self, out: Path, write: bool = True):
+    def __init__(self, out: Path, config, write: bool = True):
         self.out = Path(out)
+        self.config = config  # what the run was trained with (written into results.json)
         self.write = write  # False on every process but the first of a multi-process run
         if write:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -182,7 +183,6 @@ class Task:
     evaluate: Callable
     train_metric: str = "train_elbo"
     report_loss_as_is: bool = False
-    curves: tuple = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -293,11 +293,10 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
     (with the estimators' deferred finite checks) once every ``LOG_EVERY`` steps.
     """
     main = parallel.is_main()
-    run = RunLog(Path(config.out), write=main)
     shards = parallel.check_shards(config.shards, config.batch_size)
     if shards != config.shards:
         config = replace(config, shards=shards)
-    run.config = config
+    run = RunLog(Path(config.out), config, write=main)
     controls = [p for e in task.estimators if isinstance(e, LearnedControlEstimator) for p in e.parameters()]
     optimizers = dict(task.optimizers)
     if controls:
@@ -395,12 +394,12 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-def finish(run: RunLog, results: dict, config, curves: tuple, title: str) -> dict:
+def finish(run: RunLog, results: dict, curves: tuple, title: str) -> dict:
     """Write ``results.json`` (with the configuration) and ``curves.png``; return the results.
 
     Only the first process of a multi-process run writes; every process returns the results.
     """
-    results = {**results, "config": asdict(getattr(run, "config", config))}
+    results = {**results, "config": asdict(run.config)}
     if not run.write:
         return results
     write_json(run.out / "results.json", results)

@@ -171,4 +171,4 @@ def finish_vae(run, results: dict, config: VAEConfig) -> dict:
         results["test_bound_k"] = last["test_bound_k"]
     curves = (("train_elbo", "train ELBO (1 sample)") if config.objective == "elbo" else
               ("train_bound", f"train bound (K={config.num_samples})"), ("test_elbo", "test ELBO (1 sample)"))
-    return finish(run, results, config, curves, f"{config.dataset} {config.model} {config.estimator}")
+    return finish(run, results, curves, f"{config.dataset} {config.model} {config.estimator}")
