@@ -198,3 +198,16 @@ def test_cuda_batch_matches_cuda_runs_alone(data, tmp_path):
         train(config(data, tmp_path / name, estimator=estimator, seed=s, steps=20, eval_every=20,
                      checkpoint_every=20, device="cuda"))
         assert_same_run(load(tmp_path / name), load(tmp_path / "batch" / name), atol=1e-5, rtol=1e-4)
+
+
+def test_study_command_line_refuses_with_one_line(data, tmp_path, capsys):
+    from armgrad.cli import main
+
+    base = ["study", "--dataset", "mnist", "--data-dir", str(data), "--steps", "4", "--out", str(tmp_path / "s")]
+    assert main([*base, "--estimator", "relax", "--num-samples", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "relax learns control parameters: train it one run per process with armgrad vae" in err
+    assert "Traceback" not in err and not (tmp_path / "s").exists()
+    with pytest.raises(SystemExit) as stopped:
+        main([*base, "--estimator", "disarm", "arm", "--num-samples", "3"])
+    assert stopped.value.code == 2 and "must be even" in capsys.readouterr().err
