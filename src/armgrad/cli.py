@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(vae, VAEConfig, choices={"dataset": list(DATASETS), "model": MODELS,
                                               "objective": ["elbo", "iwae"], "protocol": ["disarm", "rodeo"]})
     study = add("study", help="many VAE runs (models x estimators x seeds), several per process, here or on a cluster")
-    add_config_flags(study, VAEConfig, several=("model", "estimator", "seed"), skip=("shards",),
+    add_config_flags(study, VAEConfig, several=("model", "estimator", "seed"), skip=("shards", "control_lr"),
                      defaults={"out": "runs/study"},
                      choices={"dataset": list(DATASETS), "model": MODELS, "objective": ["elbo", "iwae"],
                               "protocol": ["disarm", "rodeo"]})
