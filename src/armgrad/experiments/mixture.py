@@ -26,6 +26,12 @@ class RunMixture(BinaryPointEstimator):
         names = [e.name for e in self.estimators]
         self.groups = [(est, torch.tensor([r for r, n in enumerate(names) if n == est.name]))
                        for est in {e.name: e for e in self.estimators}.values()]
+        self._on_device = {}  # the groups' run indices on each device, copied there once (no copy per step)
+
+    def _indices(self, device) -> list:
+        if device not in self._on_device:
+            self._on_device[device] = [idx.to(device) for _, idx in self.groups]
+        return self._on_device[device]
 
     @staticmethod
     def check(estimators: list, num_samples: int) -> None:
@@ -48,21 +54,21 @@ class RunMixture(BinaryPointEstimator):
     def draw_noise(self, num_samples, logits, generator=None):
         if not isinstance(generator, RunGenerators):
             raise TypeError("a RunMixture draws each run's noise from RunGenerators, one generator per run")
-        return [est.draw_noise(num_samples, logits.index_select(-3, idx),
+        return [est.draw_noise(num_samples, logits.index_select(-3, idx_d),
                                RunGenerators([generator.generators[r] for r in idx.tolist()]))
-                for est, idx in self.groups]
+                for (est, idx), idx_d in zip(self.groups, self._indices(logits.device))]
 
     def sample(self, logits, noise, **options):
-        parts = [est.sample(logits.index_select(-3, idx), u) for (est, idx), u in zip(self.groups, noise)]
+        indices = self._indices(logits.device)
+        parts = [est.sample(logits.index_select(-3, idx), u) for (est, _), idx, u in zip(self.groups, indices, noise)]
         out = logits.new_empty((parts[0].shape[0], *logits.shape))
-        for (_, idx), part in zip(self.groups, parts):
-            out.index_copy_(-3, idx.to(out.device), part)
+        for idx, part in zip(indices, parts):
+            out.index_copy_(-3, idx, part)
         return out
 
     def combine(self, fb, b, logits, noise) -> Combined:
         grad = torch.empty_like(logits)
-        for (est, idx), u in zip(self.groups, noise):
-            idx_d = idx.to(logits.device)
+        for (est, _), idx_d, u in zip(self.groups, self._indices(logits.device), noise):
             part = est.combine(fb.index_select(-2, idx_d), b.index_select(-3, idx_d), logits.index_select(-3, idx_d), u)
             if part.weights is not None:
                 raise ValueError(f"{est.name} weights its values: it cannot share a batch of runs")
