@@ -64,11 +64,51 @@ def test_training_step_reads_nothing_back(monkeypatch, model_name, estimator):
     assert mode.seen == [], f"host reads in the training step: {mode.seen}"
 
 
+def batched_step(device="cpu", watch=contextlib.nullcontext()):
+    """One step of three runs side by side (armgrad study): stacked model, per-run generators, a
+    different estimator per run."""
+    from armgrad._random import RunGenerators
+    from armgrad.estimators import get_estimator
+    from armgrad.experiments.mixture import RunMixture
+    from armgrad.experiments.vae import negative_bound
+    from armgrad.models.stacked import stack
+
+    models, mean = [], torch.rand(784) * 0.8 + 0.1
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(BinaryVAE("linear2", mean))
+    model = stack(models).to(device)
+    estimators = RunMixture.for_runs([get_estimator(e) for e in ("disarm", "arm", "reinforce_loo")], 2)
+    noise = RunGenerators([torch.Generator(device).manual_seed(s) for s in range(3)])
+    x = (torch.rand(3, 50, 784) < 0.5).float().to(device, non_blocking=True)
+    for _ in range(2):
+        with watch:
+            negative_bound(model, x, estimators, 2, noise).mean(-1).sum().backward()
+
+
+def test_batched_training_step_reads_nothing_back(monkeypatch):
+    batched_step()
+    monkeypatch.setattr(_checks, "asynchronous", lambda device: True)
+    mode = HostReads()
+    batched_step(watch=mode)
+    assert mode.seen == [], f"host reads in the batched step: {mode.seen}"
+
+
 def test_the_detector_sees_host_reads(monkeypatch):
     monkeypatch.setattr(_checks, "asynchronous", lambda device: False)  # the CPU form of the checks reads back
     mode = HostReads()
     one_step("linear", "disarm", steps=1, watch=mode)
     assert mode.seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batched_step_never_synchronises():
+    batched_step("cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batched_step("cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

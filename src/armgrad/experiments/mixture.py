@@ -24,13 +24,13 @@ class RunMixture(BinaryPointEstimator):
     def __init__(self, estimators: list):
         self.estimators = list(estimators)
         names = [e.name for e in self.estimators]
-        self.groups = [(est, torch.tensor([r for r, n in enumerate(names) if n == est.name]))
+        self.groups = [(est, [r for r, n in enumerate(names) if n == est.name])
                        for est in {e.name: e for e in self.estimators}.values()]
         self._on_device = {}  # the groups' run indices on each device, copied there once (no copy per step)
 
     def _indices(self, device) -> list:
         if device not in self._on_device:
-            self._on_device[device] = [idx.to(device) for _, idx in self.groups]
+            self._on_device[device] = [torch.tensor(runs, device=device) for _, runs in self.groups]
         return self._on_device[device]
 
     @staticmethod
@@ -55,8 +55,8 @@ class RunMixture(BinaryPointEstimator):
         if not isinstance(generator, RunGenerators):
             raise TypeError("a RunMixture draws each run's noise from RunGenerators, one generator per run")
         return [est.draw_noise(num_samples, logits.index_select(-3, idx_d),
-                               RunGenerators([generator.generators[r] for r in idx.tolist()]))
-                for (est, idx), idx_d in zip(self.groups, self._indices(logits.device))]
+                               RunGenerators([generator.generators[r] for r in runs]))
+                for (est, runs), idx_d in zip(self.groups, self._indices(logits.device))]
 
     def sample(self, logits, noise, **options):
         indices = self._indices(logits.device)
