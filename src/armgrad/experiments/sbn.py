@@ -58,6 +58,24 @@ def nll_bound(model, images: torch.Tensor, num_samples: int, generator=None,
     return torch.cat(bounds)
 
 
+class BestCheckpoint:
+    """The parameters with the best validation bound so far, and where they were found."""
+
+    def __init__(self):
+        self.valid_nll_bound, self.state, self.step = math.inf, None, 0
+
+    def offer(self, model, valid_nll_bound: float, step: int) -> None:
+        if valid_nll_bound < self.valid_nll_bound:
+            self.valid_nll_bound, self.step = valid_nll_bound, step
+            self.state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"valid_nll_bound": self.valid_nll_bound, "state": self.state, "step": self.step}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.valid_nll_bound, self.state, self.step = saved["valid_nll_bound"], saved["state"], saved["step"]
+
+
 def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
     upper, lower = halves(x)
     value = chain_estimate(lambda samples, logits: -model.log_likelihood(lower, samples[-1]),
@@ -75,20 +93,18 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     model = StochasticBinaryNetwork(config.model, slope=config.slope).to(device)
     estimators = make_estimators(config.estimator, 2, 200, device)
     valid, test = data.split("valid").to(device), data.split("test").to(device)
-    best = {"valid_nll_bound": math.inf, "state": None, "step": 0}  # checkpointed as the task's extra state
+    best = BestCheckpoint()  # checkpointed with the run (Task.state)
 
     def evaluate(step, final):
         gen = torch.Generator(device).manual_seed(10_000 * config.seed + step)
         row = {"valid_nll_bound": float(nll_bound(model, valid, config.eval_samples, gen).mean()),
                "test_nll_bound": None}  # not computed before the end
-        if row["valid_nll_bound"] < best["valid_nll_bound"]:
-            best.update(valid_nll_bound=row["valid_nll_bound"], step=step,
-                        state={k: v.clone() for k, v in model.state_dict().items()})
+        best.offer(model, row["valid_nll_bound"], step)
         if final:  # the checkpoint with the best validation bound is the one reported
             current = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(best["state"])
-            row["best_step"] = best["step"]
-            row["valid_nll_bound_best"] = best["valid_nll_bound"]
+            model.load_state_dict(best.state)
+            row["best_step"] = best.step
+            row["valid_nll_bound_best"] = best.valid_nll_bound
             row["test_nll_bound"] = float(nll_bound(model, test, config.test_samples, gen,
                                                     desc=f"test bound (M={config.test_samples})").mean())
             completion_figure(model, test, config.out + "/completions.png", gen)
@@ -101,7 +117,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
         loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
         batch=data.train_batch,
         num_train=data.train.shape[0], evaluate=evaluate,
-        train_metric="train_nll", report_loss_as_is=True, extra=best,
+        train_metric="train_nll", report_loss_as_is=True, state=best,
     )
     run, results = run_training(config, task, resume)
     last = run.rows[-1]

@@ -18,7 +18,7 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -171,7 +171,8 @@ class Task:
     ``batch(indices, generator)``: training examples (moved to the device by the loop); ``evaluate(step, final)``: a metrics dict;
     ``optimizers``: stepped after every backward pass; ``train_metric``: the name under which
     ``-loss`` (or ``loss`` when ``report_loss_as_is``) is averaged between evaluations;
-    ``extra``: any further state the task keeps (saved in and restored from the checkpoint).
+    ``state``: any further state the task keeps, an object with ``state_dict`` and
+    ``load_state_dict`` (saved in the checkpoint as ``extra``, restored on resume).
     """
 
     model: torch.nn.Module
@@ -183,7 +184,7 @@ class Task:
     evaluate: Callable
     train_metric: str = "train_elbo"
     report_loss_as_is: bool = False
-    extra: dict = field(default_factory=dict)
+    state: object = None
 
 
 def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=()) -> torch.Tensor:
@@ -313,8 +314,8 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         load_estimator_state(task.estimators, state["estimators"])
-        task.extra.clear()
-        task.extra.update(state["extra"])
+        if task.state is not None:
+            task.state.load_state_dict(state["extra"])
         data_gen.set_state(state["data_gen"])
         for gen, gen_state in zip(noise_gens, state.get("noise_gens") or [state["noise_gen"]]):
             gen.set_state(gen_state)
@@ -368,7 +369,8 @@ def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tu
                     "config": asdict(config), "model": task.model.state_dict(),
                     "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
                     "estimators": estimator_state(task.estimators), "data_gen": data_gen.get_state(),
-                    "noise_gens": [g.get_state() for g in noise_gens], "running": running, "extra": task.extra,
+                    "noise_gens": [g.get_state() for g in noise_gens], "running": running,
+                    "extra": {} if task.state is None else task.state.state_dict(),
                 })
     bar.close()
     return run, common_results(config, run, task.train_metric)
