@@ -94,6 +94,11 @@ def test_a_batch_resumes_exactly_and_alone_runs_resume_its_checkpoints(data, tmp
         name = f"{estimator}-{s}"
         assert_same_run(load(tmp_path / "whole" / name), load(tmp_path / "cut" / name), atol=0)
         assert resumed[s]["test_elbo"] == whole[s]["test_elbo"]
+    # one run alone through the engine (no run axis) resumes exactly too
+    train_batch(runs(data, tmp_path / "one-whole")[:1])
+    train_batch(runs(data, tmp_path / "one-cut", steps=3)[:1])
+    train_batch(runs(data, tmp_path / "one-cut")[:1], resume=True)
+    assert_same_run(load(tmp_path / "one-whole" / "disarm-0"), load(tmp_path / "one-cut" / "disarm-0"), atol=0)
     # a run of the batch continued alone, from the batch's checkpoint at step 3
     train_batch(runs(data, tmp_path / "mixed", steps=3))
     train(config(data, tmp_path / "mixed" / "arm-1", estimator="arm", seed=1), resume=True)

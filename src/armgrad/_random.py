@@ -22,10 +22,6 @@ class RunGenerators:
     def __len__(self) -> int:
         return len(self.generators)
 
-    @property
-    def device(self):
-        return self.generators[0].device
-
     def uniform(self, shape, dtype, device) -> torch.Tensor:
         shape = tuple(shape)
         if len(shape) < -self.axis or shape[self.axis] != len(self.generators):
@@ -34,6 +30,11 @@ class RunGenerators:
         alone = shape[: self.axis] + shape[self.axis + 1 :] if self.axis != -1 else shape[:-1]
         parts = [torch.rand(alone, generator=g, dtype=dtype, device=device) for g in self.generators]
         return torch.stack(parts, dim=len(shape) + self.axis)
+
+
+def for_runs(generators: list):
+    """The generator to pass for ``generators`` (one per run): :class:`RunGenerators`, or the one alone."""
+    return RunGenerators(generators) if len(generators) > 1 else generators[0]
 
 
 def uniform(shape, generator, dtype, device) -> torch.Tensor:

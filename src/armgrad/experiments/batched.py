@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .._random import RunGenerators
+from .._random import for_runs
 from ..data import load_dataset
 from .. import multisample
 from ..estimators import get_estimator
@@ -85,32 +85,28 @@ def train_batch(configs: list, resume: bool = False, stop_at: int | None = None)
     for config in configs:
         torch.manual_seed(config.seed)
         alone.append(BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device))
-    model = stacked.stack(alone) if len(alone) > 1 else alone[0]  # one run: its own model, unstacked
+    model = stacked.stack(alone)  # one run: its own model, unstacked
     alone_estimators = [make_vae_estimators(c, alone[0], device) for c in configs]
     estimators = RunMixture.for_runs([e[0] for e in alone_estimators], model.num_layers)
     optimizers = {
         "model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), first.lr),
         "prior": torch.optim.SGD([model.prior_logits], lr=first.prior_lr),
     }
-    alone_optimizers = [{"model": adam(list(m.encoder.parameters()) + list(m.decoder.parameters()), first.lr),
-                         "prior": torch.optim.SGD([m.prior_logits], lr=first.prior_lr)} for m in alone]
+    alone_optimizers = [optimizers] if len(alone) == 1 else [  # what each run's checkpoint holds
+        {"model": adam(list(m.encoder.parameters()) + list(m.decoder.parameters()), first.lr),
+         "prior": torch.optim.SGD([m.prior_logits], lr=first.prior_lr)} for m in alone]
     data_gens = [torch.Generator().manual_seed(c.seed) for c in configs]
     noise_gens = [torch.Generator(device).manual_seed(parallel.noise_seed(c.seed, 0)) for c in configs]
-    noise = RunGenerators(noise_gens) if len(configs) > 1 else noise_gens[0]
+    noise = for_runs(noise_gens)
     start, running = 0, [[] for _ in configs]
     if saved[0] is not None:
         for config, state, gen, noise_gen in zip(configs, saved, data_gens, noise_gens):
             check_same_configuration(config, state["config"])
             gen.set_state(state["data_gen"])
             noise_gen.set_state(state["noise_gens"][0])
-        if len(configs) == 1:
-            model.load_state_dict(saved[0]["model"])
-            for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(saved[0]["optimizers"][name])
-        else:
-            model.load_state_dict(stacked.stack_states([s["model"] for s in saved], model.state_dict()))
-            for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(_stack_optimizer([s["optimizers"][name] for s in saved], optimizer))
+        model.load_state_dict(stacked.stack_states([s["model"] for s in saved], model.state_dict()))
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(_stack_optimizer([s["optimizers"][name] for s in saved], optimizer))
         start, running = saved[0]["step"], [s["running"] for s in saved]
 
     # ---- the loop ----
@@ -172,8 +168,7 @@ def train_batch(configs: list, resume: bool = False, stop_at: int | None = None)
 
 def _unstack_into(model, optimizers, alone, alone_optimizers) -> None:
     """Copy each run's slice of the stacked model and optimiser states into its alone model and optimisers."""
-    if len(alone) == 1:  # one run: they are its own
-        alone_optimizers[0].update(optimizers)
+    if model is alone[0]:  # one run: they are its own
         return
     state = model.state_dict()
     for r, (m, opts) in enumerate(zip(alone, alone_optimizers)):

@@ -41,7 +41,10 @@ class StackedLinear(nn.Module):
 
 
 def stack(modules: list) -> nn.Module:
-    """One module computing every module of ``modules`` (same architecture) on its own slice of the run axis."""
+    """One module computing every module of ``modules`` (same architecture) on its own slice of the run
+    axis; a single module is returned as it is (no run axis)."""
+    if len(modules) == 1:
+        return modules[0]
     stacked = copy.deepcopy(modules[0])
     _stack_into(stacked, modules)
     return stacked
