@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from armgrad._random import RunGenerators, uniform
-from armgrad.experiments.batched import check_batch, train_batch
 from armgrad.experiments.study import batches, run_study, study_configs
 from armgrad.experiments.training import ConfigurationError
-from armgrad.experiments.vae import VAEConfig, train
+from armgrad.experiments.vae import VAEConfig, check_runs, train, train_runs
 from armgrad.models.stacked import stack
 from armgrad.models.vae import BinaryVAE
 from test_data import write_mnist
@@ -66,8 +65,8 @@ def test_runs_in_a_batch_train_what_they_train_alone_after_1000_steps(data, tmp_
     order, and once in a while a draw ``u < s(phi)`` lands on the other side of the threshold, after
     which the two runs differ by one sample's worth (here 6e-4 in one prior logit of one run). The
     test allows 2e-3 and checks the first 20 steps to 1e-6; the random streams are the same."""
-    short = train_batch(runs(data, tmp_path / "short", steps=20, eval_every=20, checkpoint_every=20))
-    batch = train_batch(runs(data, tmp_path / "batch", steps=1000, eval_every=500, checkpoint_every=500))
+    short = train_runs(runs(data, tmp_path / "short", steps=20, eval_every=20, checkpoint_every=20))
+    batch = train_runs(runs(data, tmp_path / "batch", steps=1000, eval_every=500, checkpoint_every=500))
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
         train(config(data, tmp_path / f"short-{name}", estimator=estimator, seed=s, steps=20, eval_every=20,
@@ -87,31 +86,31 @@ def test_runs_in_a_batch_train_what_they_train_alone_after_1000_steps(data, tmp_
 
 
 def test_a_batch_resumes_exactly_and_alone_runs_resume_its_checkpoints(data, tmp_path):
-    whole = train_batch(runs(data, tmp_path / "whole"))
-    train_batch(runs(data, tmp_path / "cut", steps=3))  # "killed" after the checkpoint at step 3
-    resumed = train_batch(runs(data, tmp_path / "cut"), resume=True)
+    whole = train_runs(runs(data, tmp_path / "whole"))
+    train_runs(runs(data, tmp_path / "cut", steps=3))  # "killed" after the checkpoint at step 3
+    resumed = train_runs(runs(data, tmp_path / "cut"), resume=True)
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
         assert_same_run(load(tmp_path / "whole" / name), load(tmp_path / "cut" / name), atol=0)
         assert resumed[s]["test_elbo"] == whole[s]["test_elbo"]
     # one run alone through the engine (no run axis) resumes exactly too
-    train_batch(runs(data, tmp_path / "one-whole")[:1])
-    train_batch(runs(data, tmp_path / "one-cut", steps=3)[:1])
-    train_batch(runs(data, tmp_path / "one-cut")[:1], resume=True)
+    train_runs(runs(data, tmp_path / "one-whole")[:1])
+    train_runs(runs(data, tmp_path / "one-cut", steps=3)[:1])
+    train_runs(runs(data, tmp_path / "one-cut")[:1], resume=True)
     assert_same_run(load(tmp_path / "one-whole" / "disarm-0"), load(tmp_path / "one-cut" / "disarm-0"), atol=0)
     # a run of the batch continued alone, from the batch's checkpoint at step 3
-    train_batch(runs(data, tmp_path / "mixed", steps=3))
+    train_runs(runs(data, tmp_path / "mixed", steps=3))
     train(config(data, tmp_path / "mixed" / "arm-1", estimator="arm", seed=1), resume=True)
     assert_same_run(load(tmp_path / "whole" / "arm-1"), load(tmp_path / "mixed" / "arm-1"), atol=1e-6, rtol=1e-5)
 
 
 def test_runs_whose_checkpoints_lag_catch_up_first(data, tmp_path):
     """Killed between the runs' checkpoints: the runs behind train up to the others, then all go on."""
-    train_batch(runs(data, tmp_path / "lag", steps=3))
-    train_batch(runs(data, tmp_path / "lag", steps=6, checkpoint_every=6)[:1], resume=True, stop_at=6)
+    train_runs(runs(data, tmp_path / "lag", steps=3))
+    train_runs(runs(data, tmp_path / "lag", steps=6, checkpoint_every=6)[:1], resume=True, stop_at=6)
     assert load(tmp_path / "lag" / "disarm-0")["step"] == 6 and load(tmp_path / "lag" / "arm-1")["step"] == 3
-    train_batch(runs(data, tmp_path / "lag", steps=9), resume=True)
-    train_batch(runs(data, tmp_path / "straight", steps=9))
+    train_runs(runs(data, tmp_path / "lag", steps=9), resume=True)
+    train_runs(runs(data, tmp_path / "straight", steps=9))
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
         assert_same_run(load(tmp_path / "straight" / name), load(tmp_path / "lag" / name), atol=1e-6, rtol=1e-5)
@@ -156,11 +155,12 @@ def test_submitit_local_executor_trains_the_same_runs(data, tmp_path):
 
 def test_what_cannot_share_a_process_is_refused(data, tmp_path):
     with pytest.raises(ConfigurationError, match="lr"):
-        check_batch([config(data, tmp_path / "a"), config(data, tmp_path / "b", lr=1e-3)])
-    with pytest.raises(ConfigurationError, match="relax.*armgrad vae"):
-        check_batch([config(data, tmp_path / "a", estimator="relax")])
+        check_runs([config(data, tmp_path / "a"), config(data, tmp_path / "b", lr=1e-3)])
+    with pytest.raises(ConfigurationError, match="relax.*armgrad vae"):  # alone it trains (armgrad vae)
+        check_runs([config(data, tmp_path / "a", estimator="relax"), config(data, tmp_path / "b", estimator="relax", seed=1)])
+    check_runs([config(data, tmp_path / "a", estimator="relax")])
     with pytest.raises(ConfigurationError, match="batch of its own"):
-        check_batch([config(data, tmp_path / "a", objective="iwae", estimator="local_disarm"),
+        check_runs([config(data, tmp_path / "a", objective="iwae", estimator="local_disarm"),
                      config(data, tmp_path / "b", objective="iwae", estimator="vimco", num_samples=2)])
     # the study groups what can share a process, and splits batches to the size asked
     configs = study_configs(config(data, tmp_path), ["linear", "nonlinear"], ["disarm", "arms", "reinforce"], [0, 1],
@@ -197,7 +197,7 @@ def test_stacked_model_computes_each_runs_model():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batch_matches_cuda_runs_alone(data, tmp_path):
     batch = runs(data, tmp_path / "batch", steps=20, eval_every=20, checkpoint_every=20, device="cuda")
-    train_batch(batch)
+    train_runs(batch)
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
         train(config(data, tmp_path / name, estimator=estimator, seed=s, steps=20, eval_every=20,
@@ -216,3 +216,13 @@ def test_study_command_line_refuses_with_one_line(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([*base, "--estimator", "disarm", "arm", "--num-samples", "3"])
     assert stopped.value.code == 2 and "must be even" in capsys.readouterr().err
+
+
+def test_runs_on_the_importance_weighted_bound_train_side_by_side(data, tmp_path):
+    """Multi-sample objectives share a process too; their training metric is the K-sample bound."""
+    iwae = dict(objective="iwae", estimator="vimco", num_samples=3)
+    both = train_runs([config(data, tmp_path / f"vimco-{s}", seed=s, **iwae) for s in (0, 1)])
+    alone = train(config(data, tmp_path / "alone", seed=1, **iwae))
+    assert "train_elbo" not in both[1] and both[1]["train_bound"] == pytest.approx(alone["train_bound"], abs=1e-4)
+    assert both[1]["test_bound_k"] == pytest.approx(alone["test_bound_k"], abs=1e-3)
+    assert_same_run(load(tmp_path / "vimco-1"), load(tmp_path / "alone"), atol=1e-6, rtol=1e-5)

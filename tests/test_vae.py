@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from armgrad import cli
+from armgrad.estimators import get_estimator
 from armgrad.experiments.report import _common_steps, _mean_at, paired_differences
 from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
 from armgrad.models.vae import BinaryVAE
@@ -60,16 +61,26 @@ def test_importance_weighted_bound_approaches_the_exact_marginal_likelihood():
     torch.testing.assert_close(big, exact, atol=0.05, rtol=0)  # K -> infinity: log p(x)
 
 
-def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path):
-    straight = train(tiny_config(tmp_path, out=str(tmp_path / "straight")))
-    interrupted = tiny_config(tmp_path, out=str(tmp_path / "resumed"), steps=3)
+@pytest.mark.parametrize("model,estimator,num_samples", [("linear", "disarm", 2), ("linear2", "relax", 3)])
+def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, model, estimator, num_samples):
+    """Model, optimisers, generators and (RELAX) every layer's learned controls and their optimiser."""
+    setting = dict(model=model, estimator=estimator, num_samples=num_samples)
+    straight = train(tiny_config(tmp_path, out=str(tmp_path / "straight"), **setting))
+    interrupted = tiny_config(tmp_path, out=str(tmp_path / "resumed"), steps=3, **setting)
     train(interrupted)
-    resumed = train(tiny_config(tmp_path, out=str(tmp_path / "resumed")), resume=True)
+    resumed = train(tiny_config(tmp_path, out=str(tmp_path / "resumed"), **setting), resume=True)
     for key in ["train_elbo", "test_elbo", "test_bound", "grad_var"]:
         assert resumed[key] == straight[key], key
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    for layer_a, layer_b in zip(a["estimators"], b["estimators"]):
+        assert (layer_a is None) == (estimator == "disarm")
+        assert layer_a is None or all(torch.equal(layer_a[k], layer_b[k]) for k in layer_a)
+    if estimator == "relax":  # the controls moved, and their optimiser's state was restored too
+        initial = get_estimator("relax").create(num_units=200).state_dict()["log_temperature"]
+        assert not torch.equal(a["estimators"][0]["log_temperature"], initial)
+        assert a["optimizers"]["controls"]["state"][0]["step"] == b["optimizers"]["controls"]["state"][0]["step"] == 6
 
 
 def test_resume_refuses_another_configuration(tmp_path):

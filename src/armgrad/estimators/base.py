@@ -254,8 +254,9 @@ class LearnedControlEstimator(Estimator, nn.Module):
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         self._variance = (loss.detach(), list(zip(params, grads)))
 
-    def backward_variance(self) -> torch.Tensor:
-        """Accumulate ``d mean|g|^2 / d controls`` of the last estimate into their ``.grad``; return ``mean|g|^2``."""
+    def backward_variance(self, scale: float = 1.0) -> torch.Tensor:
+        """Accumulate ``scale * d mean|g|^2 / d controls`` of the last estimate into their ``.grad``
+        (``scale``: ``1/S`` for one of ``S`` shards of a batch); return ``mean|g|^2``."""
         if self._variance is None:
             raise RuntimeError(
                 f"{type(self).__name__}: no estimate with trainable controls made since the last call; "
@@ -264,7 +265,8 @@ class LearnedControlEstimator(Estimator, nn.Module):
         loss, grads = self._variance
         for param, g in grads:
             if g is not None:
-                param.grad = g.detach() if param.grad is None else param.grad + g.detach()
+                g = g.detach() if scale == 1 else g.detach() * scale
+                param.grad = g if param.grad is None else param.grad + g
         self._variance = None
         return loss
 

@@ -142,6 +142,17 @@ def gather(obj):
     return out
 
 
+def collect(generators: list, mine) -> None:
+    """Give the first process the state of every shard's generator (each process drew from its own
+    shards' only), before it writes the checkpoint."""
+    if world_size() == 1:
+        return
+    for states in gather({s: generators[s].get_state() for s in mine}):
+        if is_main():
+            for s, state in states.items():
+                generators[s].set_state(state)
+
+
 def broadcast(obj):
     """Rank 0's ``obj`` on every process."""
     if world_size() == 1:

@@ -1,15 +1,18 @@
 """Maximum-likelihood stochastic binary networks: the lower half of a digit from its upper half.
 
-Reads top to bottom like the VAE experiment, and shares its loop (:mod:`.training`): data
-(threshold-binarised images split into halves), model, estimators, optimiser, step, evaluation
-(the ``M``-sample bound on validation and test, the checkpoint with the best validation bound
-reported), logging and checkpoints.
+Reads top to bottom: data (threshold-binarised images split into halves), model, the training loss,
+evaluation (the ``M``-sample bound on validation and test, the checkpoint with the best validation
+bound reported), then :func:`train`: estimators, optimiser, resume, and the loop from batch to
+checkpoint (the pieces every run shares, such as the checkpoint file and the sharded backward
+pass, come from :mod:`.training`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -17,7 +20,10 @@ from ..data import load_dataset
 from ..models.sbn import StochasticBinaryNetwork
 from ..network import ancestral_sample, chain_estimate
 from .reporting import progress, pyplot
-from .training import Task, TrainingConfig, adam, finish, make_estimators, run_training
+from . import parallel
+from .training import (LOG_EVERY, RunLog, TrainingConfig, adam, backward_step, check_same_configuration,
+                       common_results, control_parameters, estimator_state, finish, load_estimator_state,
+                       make_estimators, noise_generators, restore_generators, training_row, with_controls)
 
 HALF = 392
 
@@ -76,51 +82,109 @@ class BestCheckpoint:
         self.valid_nll_bound, self.state, self.step = saved["valid_nll_bound"], saved["state"], saved["step"]
 
 
-def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
+def training_loss(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
+    """The batch's mean of ``-log p(x_lower | b_2)``, ``b ~ q(. | x_upper)``; its gradient is the estimator's."""
     upper, lower = halves(x)
     value = chain_estimate(lambda samples, logits: -model.log_likelihood(lower, samples[-1]),
                            model.stochastic_layers(), upper, estimators, num_samples, generator=generator)
     return value.mean()
 
 
+def evaluate(model, valid, test, best: BestCheckpoint, config: SBNConfig, step: int, final: bool) -> dict:
+    """The validation bound (offered to ``best``); at the end, the test bound of the best checkpoint."""
+    gen = torch.Generator(config.device).manual_seed(10_000 * config.seed + step)  # apart from training
+    row = {"valid_nll_bound": float(nll_bound(model, valid, config.eval_samples, gen).mean()),
+           "test_nll_bound": None}  # not computed before the end
+    best.offer(model, row["valid_nll_bound"], step)
+    if final:  # the checkpoint with the best validation bound is the one reported
+        current = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best.state)
+        row["best_step"] = best.step
+        row["valid_nll_bound_best"] = best.valid_nll_bound
+        row["test_nll_bound"] = float(nll_bound(model, test, config.test_samples, gen,
+                                                desc=f"test bound (M={config.test_samples})").mean())
+        completion_figure(model, test, config.out + "/completions.png", gen)
+        model.load_state_dict(current)
+    return row
+
+
 def train(config: SBNConfig, resume: bool = False) -> dict:
+    """Train, evaluate and checkpoint one SBN; return (and write) its results."""
+    # ---- data, model, estimators, optimisers, random streams ----
     device = config.device
     data = load_dataset(config.dataset, config.data_dir)
     if data.binarization == "dynamic":
         raise ValueError(f"the SBN task uses fixed binary images: use {config.dataset}-threshold "
                          f"(or mnist-static), not the dynamically binarised {config.dataset!r}")
-    torch.manual_seed(config.seed)
+    shards = parallel.check_shards(config.shards, config.batch_size)  # under torchrun: one per process
+    config = replace(config, shards=shards)
+    main = parallel.is_main()  # the first process evaluates and writes
+    torch.manual_seed(config.seed)  # initial weights
     model = StochasticBinaryNetwork(config.model, slope=config.slope).to(device)
     estimators = make_estimators(config.estimator, 2, 200, device)
+    optimizers = with_controls({"model": adam(model.parameters(), config.lr)}, estimators, config.control_lr)
     valid, test = data.split("valid").to(device), data.split("test").to(device)
-    best = BestCheckpoint()  # checkpointed with the run (Task.state)
+    best = BestCheckpoint()
+    data_gen = torch.Generator().manual_seed(config.seed)  # batches
+    noise = noise_generators(config, shards)  # the estimators' noise, one stream per shard
 
-    def evaluate(step, final):
-        gen = torch.Generator(device).manual_seed(10_000 * config.seed + step)
-        row = {"valid_nll_bound": float(nll_bound(model, valid, config.eval_samples, gen).mean()),
-               "test_nll_bound": None}  # not computed before the end
-        best.offer(model, row["valid_nll_bound"], step)
-        if final:  # the checkpoint with the best validation bound is the one reported
-            current = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(best.state)
-            row["best_step"] = best.step
-            row["valid_nll_bound_best"] = best.valid_nll_bound
-            row["test_nll_bound"] = float(nll_bound(model, test, config.test_samples, gen,
-                                                    desc=f"test bound (M={config.test_samples})").mean())
-            completion_figure(model, test, config.out + "/completions.png", gen)
-            model.load_state_dict(current)
-        return row
+    # ---- resume: everything the checkpoint holds ----
+    run = RunLog(Path(config.out), config, write=main)
+    start, running = 0, []  # the training metric since the last evaluation
+    state = run.resume() if resume else None
+    if state is not None:
+        check_same_configuration(config, state["config"])
+        model.load_state_dict(state["model"])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        load_estimator_state(estimators, state["estimators"])
+        best.load_state_dict(state["extra"])
+        restore_generators(state, data_gen, noise)
+        start, running = state["step"], state["running"]
 
-    task = Task(
-        model=model, estimators=estimators,
-        optimizers={"model": adam(model.parameters(), config.lr)},
-        loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
-        batch=data.train_batch,
-        num_train=data.train.shape[0], evaluate=evaluate,
-        train_metric="train_nll", report_loss_as_is=True, state=best,
-    )
-    run, results = run_training(config, task, resume)
+    # ---- the loop: batch, loss and gradient, step, log, evaluate, checkpoint ----
+    loss_fn = parallel.wrap(model, partial(training_loss, model, estimators=estimators, num_samples=config.num_samples))
+    mine = parallel.my_shards(shards)  # all of them alone; this process's one under torchrun
+    bar = progress(total=config.steps, desc=f"SBN {config.model} {config.estimator}", disable=not main, initial=start)
+    window_start = run.elapsed()
+    pending = []  # each step's loss, still on the device
+    for step in range(start, config.steps):
+        indices = torch.randint(data.train.shape[0], (config.batch_size,), generator=data_gen)
+        x = data.train_batch(indices, data_gen).to(device, non_blocking=True)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        pending.append(backward_step(loss_fn, x, noise, mine, estimators))
+        parallel.average_grads(control_parameters(estimators))  # outside DDP, which averages the model's
+        for optimizer in optimizers.values():
+            optimizer.step()
+        bar.update(1)
+        done = step + 1
+        final = done == config.steps
+        evaluating = done % config.eval_every == 0 or final
+        if done % LOG_EVERY == 0 or evaluating or done % config.checkpoint_every == 0:  # one read from the device
+            running += parallel.mean_over_processes(torch.stack(pending)).tolist()
+            pending = []
+            bar.set_postfix({"train_nll": f"{sum(running[-LOG_EVERY:]) / len(running[-LOG_EVERY:]):.2f}"})
+        if evaluating:
+            row = None
+            if main:
+                row = training_row(run, done, window_start, "train_nll", running)
+                row.update(evaluate(model, valid, test, best, config, done, final))
+            run.record(parallel.broadcast(row))
+            running, window_start = [], run.elapsed()
+        if done % config.checkpoint_every == 0 or final:
+            parallel.collect(noise, mine)  # torchrun: every shard's noise state, to the first process
+            run.save(done, {
+                "config": asdict(config), "model": model.state_dict(),
+                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                "estimators": estimator_state(estimators), "data_gen": data_gen.get_state(),
+                "noise_gens": [g.get_state() for g in noise], "running": running, "extra": best.state_dict(),
+            })
+    bar.close()
+
+    # ---- the results ----
     last = run.rows[-1]
+    results = common_results(config, run, "train_nll")
     results.update(test_nll_bound=last["test_nll_bound"], valid_nll_bound=last["valid_nll_bound_best"],
                    best_step=last["best_step"], test_samples=config.test_samples, valid_samples=config.eval_samples)
     curves = (("train_nll", "train -log p(x_lower | b), 1 sample"), ("valid_nll_bound", f"valid bound, M={config.eval_samples}"))

@@ -4,8 +4,8 @@
 one run folder per combination, ``OUT/<model>-<estimator>-seed<seed>`` (the names ``scripts/study.sh``
 uses, so ``armgrad report OUT`` reads them), groups the runs that can share a process (one model;
 estimators that evaluate ``f`` at binary points with the same budget; see
-:mod:`armgrad.experiments.batched`) into batches of at most ``runs_per_process``, and trains each
-batch with :func:`~armgrad.experiments.batched.train_batch`:
+:func:`armgrad.experiments.vae.check_runs`) into batches of at most ``runs_per_process``, and trains
+each batch side by side with :func:`~armgrad.experiments.vae.train_runs`:
 
 - ``launcher="local"``: the batches one after another, in this process;
 - ``launcher="submitit"``: each batch a job of ``submitit`` (``pip install submitit``): on a SLURM
@@ -70,11 +70,11 @@ def batches(configs: list, runs_per_process: int | None = None) -> list:
 
 def run_batch(configs: list, resume: bool, threads: int | None = None) -> list:
     """One batch, in this process (what a submitit job runs)."""
-    from .batched import train_batch
+    from .vae import train_runs
 
     if threads:
         torch.set_num_threads(threads)
-    return train_batch(configs, resume=resume)
+    return train_runs(configs, resume=resume)
 
 
 def run_study(configs: list, resume: bool = False, overwrite: bool = False, runs_per_process: int | None = None,

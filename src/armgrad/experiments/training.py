@@ -18,15 +18,14 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..estimators import LearnedControlEstimator, get_estimator
 from . import parallel
-from .reporting import log, progress, pyplot, user_mode, write_csv, write_json
+from .reporting import log, pyplot, user_mode, write_csv, write_json
 
 # what may differ between a checkpoint and the run that resumes it: none of it touches the training stream
 RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "out", "data_dir")
@@ -163,54 +162,57 @@ def make_estimators(name: str, num_layers: int, units: int, device="cpu") -> lis
     return [spec.create(num_units=units).to(device) for _ in range(num_layers)]
 
 
-@dataclass
-class Task:
-    """What one experiment gives the shared training loop.
+def with_controls(optimizers: dict, estimators: list, lr: float) -> dict:
+    """``optimizers`` and, when the estimators learn control parameters (REBAR, RELAX, ...), an Adam
+    on them under ``"controls"`` (stepped on their variance gradient, :func:`backward_step`)."""
+    controls = control_parameters(estimators)
+    return {**optimizers, "controls": adam(controls, lr)} if controls else dict(optimizers)
 
-    ``loss(x, generator)``: the batch's training loss (its gradient is the estimator's);
-    ``batch(indices, generator)``: training examples (moved to the device by the loop); ``evaluate(step, final)``: a metrics dict;
-    ``optimizers``: stepped after every backward pass; ``train_metric``: the name under which
-    ``-loss`` (or ``loss`` when ``report_loss_as_is``) is averaged between evaluations;
-    ``state``: any further state the task keeps, an object with ``state_dict`` and
-    ``load_state_dict`` (saved in the checkpoint as ``extra``, restored on resume).
+
+def control_parameters(estimators: list) -> list:
+    return [p for e in estimators if isinstance(e, LearnedControlEstimator) for p in e.parameters()]
+
+
+def backward_step(loss_fn, x: torch.Tensor, noise: list, mine, estimators=()) -> torch.Tensor:
+    """Backward pass of one step's loss over this process's shards of the batch ``x``; return the loss.
+
+    Shard ``s`` is the ``s``-th of ``len(noise)`` equal slices of the examples of ``x`` (axis -2),
+    with its noise from ``noise[s]``; ``loss_fn(x_s, noise_s)`` is the mean loss over the shard's
+    examples (one per run: a scalar, or ``(R,)`` for R runs side by side). The gradients
+    accumulated are those of the mean over the shards ``mine`` (DDP then averages over processes),
+    and the estimators' control parameters get their variance gradient, averaged alike. The loss
+    returned is detached and stays on the device (no wait for it).
     """
-
-    model: torch.nn.Module
-    estimators: list
-    optimizers: dict
-    loss: Callable
-    batch: Callable
-    num_train: int
-    evaluate: Callable
-    train_metric: str = "train_elbo"
-    report_loss_as_is: bool = False
-    state: object = None
-
-
-def backward_step(loss_fn, x: torch.Tensor, noise_gens: list, mine, estimators=()) -> torch.Tensor:
-    """Backward pass of one step's loss over this process's shards of the batch ``x``.
-
-    Shard ``s`` is the ``s``-th of ``len(noise_gens)`` equal slices of ``x``, with noise from
-    ``noise_gens[s]``; the gradients accumulated are those of the mean loss over ``mine`` (DDP then
-    averages over processes). The estimators' control parameters get their variance gradient.
-    Returns that mean loss, detached, on the device.
-    """
-    rows = x.shape[0] // len(noise_gens)
+    rows = x.shape[-2] // len(noise)
     total = 0.0
     for s in mine:
-        loss = loss_fn(x[s * rows : (s + 1) * rows], noise_gens[s]) / len(mine)
-        loss.backward()
+        loss = loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]) / len(mine)
+        loss.sum().backward()  # runs side by side have their own parameters: each gets its own loss's gradient
         for e in estimators:
             if isinstance(e, LearnedControlEstimator):
-                e.backward_variance()
+                e.backward_variance(scale=1 / len(mine))
         total = total + loss.detach()
-    if len(mine) > 1:  # the controls' variance objective, like the loss, is the mean over shards
-        for e in estimators:
-            if isinstance(e, LearnedControlEstimator):
-                for p in e.parameters():
-                    if p.grad is not None:
-                        p.grad /= len(mine)
     return total
+
+
+def noise_generators(config, shards: int) -> list:
+    """The estimators' noise streams of a run, one per shard of its batch (the same in every process)."""
+    return [torch.Generator(config.device).manual_seed(parallel.noise_seed(config.seed, s)) for s in range(shards)]
+
+
+def restore_generators(state: dict, data_gen: torch.Generator, noise_gens: list) -> None:
+    data_gen.set_state(state["data_gen"])
+    for gen, gen_state in zip(noise_gens, state.get("noise_gens") or [state["noise_gen"]]):
+        gen.set_state(gen_state)
+
+
+def training_row(run: "RunLog", step: int, window_start: float, metric: str, values: list) -> dict:
+    """The first fields of an evaluation's row: the clock, what else ran, and the mean training metric
+    over ``values`` (the steps since the last evaluation, which began at ``window_start``)."""
+    seconds = run.elapsed()
+    return {"step": step, "seconds": seconds, "steps_per_second": len(values) / max(seconds - window_start, 1e-9),
+            "load_average": os.getloadavg()[0],  # other work on the machine, for the wall-clock
+            metric: sum(values) / len(values)}
 
 
 class ConfigurationError(ValueError):
@@ -280,100 +282,6 @@ def describe(config, kind: str) -> str:
     return (f"training a {config.model} {kind} on {config.dataset} with {config.estimator} "
             f"{budget}, {config.steps:,} steps, batch "
             f"{config.batch_size}, on {config.device} with {torch.get_num_threads()} thread(s), into {config.out}")
-
-
-def run_training(config: TrainingConfig, task: Task, resume: bool = False) -> tuple[RunLog, dict]:
-    """The loop every experiment shares: batch, loss, backward, step, evaluate, log, checkpoint.
-
-    Returns the run log and the common part of the results (the caller adds its own fields and
-    writes ``results.json``).
-
-    The batch is split into ``shards`` (see :mod:`armgrad.experiments.parallel`), each with its own
-    noise generator; under ``torchrun`` each process computes one shard and DDP averages the
-    gradients. The per-step path never waits for the device: the losses stay on it and are read
-    (with the estimators' deferred finite checks) once every ``LOG_EVERY`` steps.
-    """
-    main = parallel.is_main()
-    shards = parallel.check_shards(config.shards, config.batch_size)
-    if shards != config.shards:
-        config = replace(config, shards=shards)
-    run = RunLog(Path(config.out), config, write=main)
-    controls = [p for e in task.estimators if isinstance(e, LearnedControlEstimator) for p in e.parameters()]
-    optimizers = dict(task.optimizers)
-    if controls:
-        optimizers["controls"] = adam(controls, config.control_lr)
-    data_gen = torch.Generator().manual_seed(config.seed)  # batches and dynamic binarisation: alike everywhere
-    noise_gens = [torch.Generator(config.device).manual_seed(parallel.noise_seed(config.seed, s))
-                  for s in range(shards)]  # the estimators' noise, one stream per shard
-
-    start, running = 0, []
-    state = run.resume() if resume else None
-    if state is not None:
-        check_same_configuration(config, state["config"])
-        task.model.load_state_dict(state["model"])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        load_estimator_state(task.estimators, state["estimators"])
-        if task.state is not None:
-            task.state.load_state_dict(state["extra"])
-        data_gen.set_state(state["data_gen"])
-        for gen, gen_state in zip(noise_gens, state.get("noise_gens") or [state["noise_gen"]]):
-            gen.set_state(gen_state)
-        start, running = state["step"], state["running"]
-
-    loss_fn = parallel.wrap(task.model, task.loss)
-    mine = parallel.my_shards(shards)
-    sign = 1.0 if task.report_loss_as_is else -1.0
-    bar = progress(total=config.steps, desc=f"{config.model} {config.estimator}", disable=not main, initial=start)
-    window_start = run.elapsed()
-    pending = []  # this window's losses, still on the device
-    for step in range(start, config.steps):
-        indices = torch.randint(task.num_train, (config.batch_size,), generator=data_gen)
-        x = task.batch(indices, data_gen).to(config.device, non_blocking=True)  # no wait for the device
-        for optimizer in optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
-        step_loss = backward_step(loss_fn, x, noise_gens, mine, task.estimators)
-        parallel.average_grads(controls)
-        for optimizer in optimizers.values():
-            optimizer.step()
-        pending.append(step_loss)
-        bar.update(1)
-        done = step + 1
-        final = done == config.steps
-        evaluate = done % config.eval_every == 0 or final
-        checkpoint = done % config.checkpoint_every == 0 or final
-        if done % LOG_EVERY == 0 or evaluate or checkpoint:
-            running += (sign * parallel.mean_over_processes(torch.stack(pending))).tolist()
-            pending = []
-            bar.set_postfix({task.train_metric: f"{sum(running[-LOG_EVERY:]) / len(running[-LOG_EVERY:]):.2f}"})
-        if evaluate:
-            row = None
-            if main:
-                seconds = run.elapsed()
-                row = {"step": done, "seconds": seconds,
-                       "steps_per_second": len(running) / max(seconds - window_start, 1e-9),
-                       "load_average": os.getloadavg()[0],  # other work on the machine, for the wall-clock
-                       task.train_metric: sum(running) / len(running)}
-                task.model.eval()
-                row.update(task.evaluate(done, final))
-                task.model.train()
-            run.record(parallel.broadcast(row))
-            running, window_start = [], run.elapsed()
-        if checkpoint:
-            gen_states = parallel.gather({s: noise_gens[s].get_state() for s in mine})
-            if main:
-                for states in gen_states:
-                    for s, gen_state in states.items():
-                        noise_gens[s].set_state(gen_state)
-                run.save(done, {
-                    "config": asdict(config), "model": task.model.state_dict(),
-                    "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
-                    "estimators": estimator_state(task.estimators), "data_gen": data_gen.get_state(),
-                    "noise_gens": [g.get_state() for g in noise_gens], "running": running,
-                    "extra": {} if task.state is None else task.state.state_dict(),
-                })
-    bar.close()
-    return run, common_results(config, run, task.train_metric)
 
 
 def common_results(config, run: RunLog, train_metric: str, runs_in_process: int = 1) -> dict:

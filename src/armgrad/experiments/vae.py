@@ -1,25 +1,38 @@
 """Discrete VAEs trained with any estimator of the registry (the DisARM protocol by default).
 
-Reads top to bottom: configuration, data, model, estimators, optimisers, the training step,
-evaluation, logging and checkpoints. The estimators know nothing of VAEs and the model nothing of
-estimators; :func:`armgrad.network.chain_estimate` wires the encoder's layers to the estimator.
+Reads top to bottom: configuration, the bounds, the training loss, evaluation, then
+:func:`train_runs`: the runs' models, estimators and optimisers, resume, and the loop from batch
+to checkpoint, for one run (``armgrad vae``) or several side by side (``armgrad study``). The
+estimators know nothing of VAEs and the model nothing of estimators;
+:func:`armgrad.network.chain_estimate` wires the encoder's layers to the estimator. The pieces every
+run shares (the checkpoint file, the sharded backward pass, the results) come from :mod:`.training`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 
+from .._random import for_runs
 from ..data import load_dataset
 from ..diagnostics import controls_frozen
+from ..estimators import get_estimator
 from .. import multisample
+from ..models import stacked
 from ..models.vae import BinaryVAE, bernoulli_log_prob
 from ..network import chain_estimate
-from .reporting import progress
-from .training import ConfigurationError, Task, TrainingConfig, adam, finish, make_estimators, run_training
+from . import parallel
+from .mixture import RunMixture
+from .reporting import log, progress
+from .training import (LOG_EVERY, ConfigurationError, RunLog, TrainingConfig, adam, backward_step,
+                       check_same_configuration, common_results, control_parameters, estimator_state, finish,
+                       load_estimator_state, make_estimators, noise_generators, restore_generators, training_row,
+                       with_controls)
 
 
 @dataclass
@@ -141,25 +154,171 @@ def evaluate(model, data, estimators, config: VAEConfig, step: int, final: bool)
 
 def train(config: VAEConfig, resume: bool = False) -> dict:
     """Train, evaluate and checkpoint one VAE; return (and write) its results."""
-    device = config.device
-    data = load_dataset(config.dataset, config.data_dir)
-    torch.manual_seed(config.seed)  # initial weights
-    model = BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device)
-    estimators = make_vae_estimators(config, model, device)
-    optimizers = {
-        "model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
-        "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
-    }
-    task = Task(
-        model=model, estimators=estimators, optimizers=optimizers,
-        loss=lambda x, gen: training_loss(model, x, estimators, config.num_samples, gen),
-        batch=data.train_batch,
-        num_train=data.train.shape[0],
-        evaluate=lambda step, final: evaluate(model, data, estimators, config, step, final),
-        train_metric="train_elbo" if config.objective == "elbo" else "train_bound",
-    )
-    run, results = run_training(config, task, resume)
-    return finish_vae(run, results, config)
+    return train_runs([config], resume)[0]
+
+
+def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) -> list:
+    """Train the VAE runs ``configs`` side by side in this process; return each one's results.
+
+    One run trains its own model. R runs (``armgrad study``: they differ in seed and estimator
+    only) train as one model whose parameters are stacked along a run axis
+    (:mod:`armgrad.models.stacked`): each matrix product is one batched product for all runs, the
+    estimators see ``(R, batch)`` as two batch dims, one optimiser step updates every run. Each run
+    still has what it has alone: the same initial weights, batches and noise (its own generators;
+    :class:`armgrad._random.RunGenerators` draws each run's slice from its own), its own folder,
+    metrics and checkpoint (the checkpoint it would write alone, so either way resumes the other).
+    ``stop_at``: stop after the checkpoint at that step, without the final evaluation (to bring
+    runs whose checkpoints lag behind the others' up to them).
+    """
+    check_runs(configs)
+    first, device, num_runs = configs[0], configs[0].device, len(configs)
+    shards = parallel.check_shards(first.shards, first.batch_size)  # under torchrun: one per process
+    configs = [replace(c, shards=shards) for c in configs]
+    main = parallel.is_main()  # the first process evaluates and writes
+    runs = [RunLog(Path(c.out), c, write=main) for c in configs]
+    saved = [run.resume() if resume else None for run in runs]
+    saved_at = [0 if state is None else state["step"] for state in saved]
+    if len(set(saved_at)) > 1:  # killed between the runs' checkpoints: the laggards catch up first
+        behind = [c for c, at in zip(configs, saved_at) if at < max(saved_at)]
+        log.info("%d run(s) resume behind the others: training them to step %d first", len(behind), max(saved_at))
+        train_runs(behind, resume=True, stop_at=max(saved_at))
+        return train_runs(configs, resume=True, stop_at=stop_at)
+
+    # ---- the runs: each model initialised as alone, then stacked (one run: its model as it is) ----
+    data = load_dataset(first.dataset, first.data_dir)
+    alone = []
+    for config in configs:
+        torch.manual_seed(config.seed)  # initial weights
+        alone.append(BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device))
+    model = stacked.stack(alone)
+    alone_estimators = [make_vae_estimators(c, m, device) for c, m in zip(configs, alone)]
+    estimators = (alone_estimators[0] if num_runs == 1 else
+                  RunMixture.for_runs([e[0] for e in alone_estimators], model.num_layers))
+    optimizers = vae_optimizers(model, estimators, first)
+    alone_optimizers = ([optimizers] if num_runs == 1 else  # what each run's checkpoint holds
+                        [vae_optimizers(m, e, first) for m, e in zip(alone, alone_estimators)])
+    data_gens = [torch.Generator().manual_seed(c.seed) for c in configs]  # batches and dynamic binarisation
+    noise_gens = [noise_generators(c, shards) for c in configs]  # each run's, one stream per shard
+    start, running = 0, [[] for _ in configs]  # the training metric since the last evaluation
+    if saved[0] is not None:
+        for config, state, data_gen, gens in zip(configs, saved, data_gens, noise_gens):
+            check_same_configuration(config, state["config"])
+            restore_generators(state, data_gen, gens)
+        model.load_state_dict(stacked.stack_states([s["model"] for s in saved], model.state_dict()))
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(stacked.stack_optimizer_states([s["optimizers"][name] for s in saved], optimizer))
+        load_estimator_state(estimators, saved[0]["estimators"])  # learned controls: one run alone
+        start, running = saved[0]["step"], [s["running"] for s in saved]
+
+    # ---- the loop: batch, loss and gradient, step, log, evaluate, checkpoint ----
+    loss_fn = parallel.wrap(model, partial(run_losses, model, estimators=estimators, num_samples=first.num_samples))
+    noise = [for_runs([gens[s] for gens in noise_gens]) for s in range(shards)]  # shard s: every run's stream s
+    mine = parallel.my_shards(shards)  # all of them alone; this process's one under torchrun
+    metric = "train_elbo" if first.objective == "elbo" else "train_bound"
+    steps = first.steps if stop_at is None else stop_at
+    bar = progress(total=steps, initial=start, disable=not main,
+                   desc=f"{first.model} {first.estimator}" if num_runs == 1 else f"{first.model}, {num_runs} runs")
+    window_start = runs[0].elapsed()
+    pending = []  # each step's loss per run, still on the device
+    for step in range(start, steps):
+        x = torch.stack([data.train_batch(torch.randint(data.train.shape[0], (c.batch_size,), generator=g), g)
+                         for c, g in zip(configs, data_gens)]).to(device, non_blocking=True)  # (R, batch, 784)
+        if num_runs == 1:
+            x = x[0]  # one run: no run axis
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        pending.append(backward_step(loss_fn, x, noise, mine, estimators).reshape(num_runs))
+        parallel.average_grads(control_parameters(estimators))  # outside DDP, which averages the model's
+        for optimizer in optimizers.values():
+            optimizer.step()
+        bar.update(1)
+        done = step + 1
+        final = done == first.steps
+        evaluating = done % first.eval_every == 0 or final
+        checkpoint = done % first.checkpoint_every == 0 or final or done == stop_at
+        if done % LOG_EVERY == 0 or evaluating or checkpoint:  # the one read of the losses from the device
+            for r, values in enumerate(parallel.mean_over_processes(torch.stack(pending)).T.tolist()):
+                running[r] += [-v for v in values]
+            pending = []
+            recent = [v for values in running for v in values[-LOG_EVERY:]]
+            bar.set_postfix({metric: f"{sum(recent) / len(recent):.2f}"})
+        if evaluating or checkpoint:
+            unstack_into(model, optimizers, alone, alone_optimizers)
+        if evaluating:
+            for r, (config, run) in enumerate(zip(configs, runs)):
+                row = None
+                if main:
+                    row = training_row(runs[0], done, window_start, metric, running[r])
+                    row.update(evaluate(alone[r], data, alone_estimators[r], config, done, final))
+                run.record(parallel.broadcast(row))
+            running, window_start = [[] for _ in configs], runs[0].elapsed()
+        if checkpoint:
+            parallel.collect(noise_gens[0], mine)  # torchrun: every shard's noise state, to the first process
+            for r, (config, run) in enumerate(zip(configs, runs)):
+                run.seconds, run._started = runs[0].elapsed(), time.perf_counter()  # the runs share one clock
+                run.save(done, {
+                    "config": asdict(config), "model": alone[r].state_dict(),
+                    "optimizers": {name: o.state_dict() for name, o in alone_optimizers[r].items()},
+                    "estimators": estimator_state(alone_estimators[r]), "data_gen": data_gens[r].get_state(),
+                    "noise_gens": [g.get_state() for g in noise_gens[r]], "running": running[r], "extra": {},
+                })
+    bar.close()
+    if stop_at is not None and stop_at < first.steps:
+        return [None] * num_runs
+
+    # ---- the results, one folder per run ----
+    return [finish_vae(run, common_results(config, run, metric, runs_in_process=num_runs), config)
+            for config, run in zip(configs, runs)]
+
+
+def run_losses(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
+    """Each run's training loss on its examples ``x`` ``(R, batch, 784)``: ``(R,)``; one run: a scalar."""
+    return negative_bound(model, x, estimators, num_samples, generator).mean(-1)
+
+
+def vae_optimizers(model, estimators, config) -> dict:
+    """Adam on the encoder and decoder, SGD on the prior logits, Adam on learned controls if any."""
+    return with_controls({"model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
+                          "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr)},
+                         estimators, config.control_lr)
+
+
+def unstack_into(model, optimizers, alone, alone_optimizers) -> None:
+    """Copy each run's slice of the stacked model and optimiser states into its own model and optimisers."""
+    if model is alone[0]:  # one run: they are its own
+        return
+    state = model.state_dict()
+    for r, (m, opts) in enumerate(zip(alone, alone_optimizers)):
+        m.load_state_dict(stacked.unstack_state(state, r, m.state_dict()))
+        for name, optimizer in optimizers.items():
+            opts[name].load_state_dict(stacked.unstack_optimizer_state(optimizer.state_dict(), r, opts[name].param_groups))
+
+
+# what may differ between runs trained side by side (and ``out``, each run's folder)
+PER_RUN = ("seed", "estimator", "out")
+
+
+def check_runs(configs: list) -> None:
+    """Refuse runs that cannot train side by side: another shape or setting, learned controls, shards."""
+    if len(configs) == 1:
+        return
+    first = asdict(configs[0])
+    for config in configs[1:]:
+        other = asdict(config)
+        differ = sorted(k for k in first if k not in PER_RUN and first[k] != other[k])
+        if differ:
+            raise ConfigurationError(f"runs trained in one process share everything but {', '.join(PER_RUN)}; "
+                                     f"{config.out} differs from {configs[0].out} in {', '.join(differ)}")
+    specs = [multisample.get_estimator(c.estimator) if c.objective == "iwae" else get_estimator(c.estimator)
+             for c in configs]
+    for config, spec in zip(configs, specs):
+        if spec.learned:
+            raise ConfigurationError(f"{config.estimator} learns control parameters: train it one run per process "
+                                     f"(armgrad vae), not in a batch of runs")
+        if config.shards != 1:
+            raise ConfigurationError("runs trained in one process use one shard each (torchrun is for one large run)")
+    if len({spec.name for spec in specs}) > 1:
+        RunMixture.check(specs, configs[0].num_samples)
 
 
 def finish_vae(run, results: dict, config: VAEConfig) -> dict:

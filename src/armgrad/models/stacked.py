@@ -85,3 +85,27 @@ def _stack(values, like):
     if isinstance(like, torch.Tensor) and like.dim() > values[0].dim():
         return torch.stack(values).reshape(like.shape)
     return values[0]
+
+
+def unstack_optimizer_state(state: dict, run: int, alone_groups) -> dict:
+    """Run ``run``'s part of a stacked optimiser's state dict; ``alone_groups``: the param groups alone."""
+    params = [p for group in alone_groups for p in group["params"]]
+    per_param = {}
+    for index, values in state["state"].items():
+        like = {key: (params[index] if key in _PER_ELEMENT else value) for key, value in values.items()}
+        per_param[index] = unstack_state(values, run, like)
+    return {"state": per_param, "param_groups": state["param_groups"]}
+
+
+def stack_optimizer_states(states: list, optimizer) -> dict:
+    """The state dict of ``optimizer`` (over stacked parameters) from the runs' own optimiser ``states``."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    per_param = {}
+    for index, values in states[0]["state"].items():
+        per_param[index] = {key: (torch.stack([s["state"][index][key] for s in states]).reshape(params[index].shape)
+                                  if key in _PER_ELEMENT else value)
+                            for key, value in values.items()}
+    return {"state": per_param, "param_groups": states[0]["param_groups"]}
+
+
+_PER_ELEMENT = ("exp_avg", "exp_avg_sq")  # Adam's state shaped like its parameter (the step count is shared)
