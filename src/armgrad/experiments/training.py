@@ -183,16 +183,21 @@ def backward_step(loss_fn, x: torch.Tensor, noise: list, mine, estimators=()) ->
     and the estimators' control parameters get their variance gradient, averaged alike. The loss
     returned is detached and stays on the device (no wait for it).
     """
+    if len(noise) == 1:  # one shard: the whole batch (no slicing, no scaling)
+        return _backward(loss_fn(x, noise[0]), estimators, 1)
     rows = x.shape[-2] // len(noise)
-    total = 0.0
-    for s in mine:
-        loss = loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]) / len(mine)
-        loss.sum().backward()  # runs side by side have their own parameters: each gets its own loss's gradient
-        for e in estimators:
-            if isinstance(e, LearnedControlEstimator):
-                e.backward_variance(scale=1 / len(mine))
-        total = total + loss.detach()
-    return total
+    return sum(_backward(loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]), estimators, len(mine))
+               for s in mine)
+
+
+def _backward(loss: torch.Tensor, estimators, shards: int) -> torch.Tensor:
+    loss = loss / shards if shards > 1 else loss
+    # runs side by side have their own parameters: the sum gives each run its own loss's gradient
+    (loss if loss.dim() == 0 else loss.sum()).backward()
+    for e in estimators:
+        if isinstance(e, LearnedControlEstimator):
+            e.backward_variance(scale=1 / shards)
+    return loss.detach()
 
 
 def noise_generators(config, shards: int) -> list:

@@ -221,10 +221,9 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     window_start = runs[0].elapsed()
     pending = []  # each step's loss per run, still on the device
     for step in range(start, steps):
-        x = torch.stack([data.train_batch(torch.randint(data.train.shape[0], (c.batch_size,), generator=g), g)
-                         for c, g in zip(configs, data_gens)]).to(device, non_blocking=True)  # (R, batch, 784)
-        if num_runs == 1:
-            x = x[0]  # one run: no run axis
+        xs = [data.train_batch(torch.randint(data.train.shape[0], (c.batch_size,), generator=g), g)
+              for c, g in zip(configs, data_gens)]
+        x = (xs[0] if num_runs == 1 else torch.stack(xs)).to(device, non_blocking=True)  # (R, batch, 784); one run: no R
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         pending.append(backward_step(loss_fn, x, noise, mine, estimators).reshape(num_runs))
