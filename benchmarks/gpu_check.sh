@@ -5,7 +5,7 @@
 # benchmark suite on the GPU, then the throughput of `armgrad study` with R = 1, 8 and 32 runs per
 # process on the GPU against one run on one CPU thread (Fashion-MNIST if installed, else MNIST-format
 # files written by the tests' helper).
-#   bash benchmarks/gpu_check.sh            # writes benchmarks/results/gpu/{suite,throughput}.* and pytest.log
+#   bash benchmarks/gpu_check.sh            # writes benchmarks/results/gpu/: grad_step_layers.*, throughput-{cuda,cpu}/throughput.*, logs
 # About 5 minutes on an H100.
 set -uo pipefail
 cd "$(dirname "$0")/.."

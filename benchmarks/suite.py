@@ -29,7 +29,8 @@ Sections (every timing interleaved round-robin with its reference in one run; me
   fixed batch, and variance x cost (f evaluations, and milliseconds per step): lower is better at
   equal compute.
 
-Writes ``OUT/suite.json`` and ``OUT/suite.md``.
+Writes ``OUT/suite.json`` and ``OUT/suite.md``; with ``--only``, files named after the sections
+(``--only throughput``: ``OUT/throughput.json``, ``OUT/throughput.md``).
 """
 
 from __future__ import annotations
@@ -452,11 +453,14 @@ def main(argv=None) -> dict:
         print(markdown(sections[name]), flush=True)
     result = {"setup": setup, "seconds": time.perf_counter() - started, "sections": sections}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "suite.json").write_text(json.dumps(result, indent=1))
+    # the whole suite writes suite.*; some sections write files named after them (throughput.md, ...),
+    # so that rerunning one section never overwrites the results of the others
+    stem = "suite" if list(args.only) == list(SECTIONS) else "_".join(args.only)
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     text = f"## armgrad benchmark suite\n\n{setup}; {result['seconds']:.0f} s in all\n\n"
     text += "\n".join(markdown(s) for s in sections.values())
-    (args.out / "suite.md").write_text(text)
-    print(f"wrote {args.out / 'suite.json'} and {args.out / 'suite.md'}")
+    (args.out / f"{stem}.md").write_text(text)
+    print(f"wrote {args.out / f'{stem}.json'} and {args.out / f'{stem}.md'}")
     return result
 
 

@@ -21,7 +21,7 @@ def test_suite_writes_every_section(tmp_path):
                     "--only", "grad", "multisample", "step", "layers", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
-    result = json.loads((tmp_path / "suite.json").read_text())
+    result = json.loads((tmp_path / "grad_multisample_step_layers.json").read_text())
     sections = result["sections"]
     assert set(sections) == {"grad", "multisample", "step", "layers"}
     # every estimator of the registries is measured, each against its reference
@@ -32,7 +32,7 @@ def test_suite_writes_every_section(tmp_path):
     step = {row["case"]: row for row in sections["step"]["rows"]}
     assert set(step) == {"floor", *suite.STEP_ESTIMATORS} and step["floor"]["ratio_to_floor"] == 1.0
     assert [row["layers"] for row in sections["layers"]["rows"]] == [1, 2, 3, 4]
-    assert "| linear | arm |" in (tmp_path / "suite.md").read_text()
+    assert "| linear | arm |" in (tmp_path / "grad_multisample_step_layers.md").read_text()
 
 
 def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):
@@ -45,7 +45,7 @@ def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):
     train(config)
     suite.main(["--only", "variance", "--repeats", "1", "--variance-draws", "3", "--batch", "10",
                 "--checkpoint", f"{config.out}/checkpoint.pt", "--out", str(tmp_path / "bench")])
-    rows = json.loads((tmp_path / "bench" / "suite.json").read_text())["sections"]["variance"]["rows"]
+    rows = json.loads((tmp_path / "bench" / "variance.json").read_text())["sections"]["variance"]["rows"]
     assert {r["estimator"] for r in rows} == set(suite.VARIANCE_ESTIMATORS)
     for r in rows:
         assert r["grad_var"] > 0 and r["var_x_evaluations"] == r["grad_var"] * r["f_evaluations"]
@@ -62,7 +62,7 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
                     "--batch", "8", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
-    sections = json.loads((tmp_path / "suite.json").read_text())["sections"]
+    sections = json.loads((tmp_path / "throughput_profile.json").read_text())["sections"]
     profiled = {r["operator"]: r for r in sections["profile"]["rows"]}
     assert profiled["(all)"]["share"] == 1.0 and "aten::addmm" in profiled  # the encoder's product is there
     assert sum(r["share"] for r in sections["profile"]["rows"][:-1]) <= 1.0 + 1e-9
