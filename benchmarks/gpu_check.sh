@@ -27,4 +27,5 @@ $PY benchmarks/suite.py --device cuda --only throughput --throughput-runs 1 8 32
   --out "$OUT/throughput-cuda" 2>&1 | tee "$OUT/throughput.log" || status=1
 $PY benchmarks/suite.py --device cpu --only throughput --throughput-runs 8 --throughput-steps 1000 "${DATA[@]}" \
   --out "$OUT/throughput-cpu" 2>&1 | tee -a "$OUT/throughput.log" || status=1
+$PY benchmarks/compile_check.py --device cuda --rounds 2 "${DATA[@]}" --out "$OUT" 2>&1 | tee "$OUT/compile.log" || status=1
 exit $status

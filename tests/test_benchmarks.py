@@ -1,6 +1,7 @@
 """The benchmark suite runs end to end and writes its tables (no timing is asserted here)."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,3 +74,18 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
     assert rows[0]["ratio"] == pytest.approx(rows[0]["ms_per_run_step"] / rows[0]["floor_ms"])
     assert rows[1]["ratio"] == 1.0
     assert rows[2]["ratio"] == pytest.approx(rows[2]["run_steps_per_second"] / rows[1]["run_steps_per_second"])
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compile_check_times_every_mode(tmp_path, monkeypatch):
+    import compile_check
+    from test_data import write_mnist
+
+    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    compile_check.main(["--rounds", "1", "--steps", "2", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
+                        "--out", str(tmp_path)])
+    table = (tmp_path / "compile_check.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and line[2:6] in ("eage", "elbo", "loss")]
+    assert [r[0][2:] for r in rows] == list(compile_check.MODES)
+    assert rows[0][2] == "1.00" and all(float(r[1]) > 0 for r in rows)
