@@ -101,6 +101,10 @@ class RunLog:
     def elapsed(self) -> float:
         return self.seconds + time.perf_counter() - self._started
 
+    def set_elapsed(self, seconds: float) -> None:
+        """Set the run's clock (runs trained side by side keep the first one's)."""
+        self.seconds, self._started = seconds, time.perf_counter()
+
     def record(self, row: dict) -> None:
         self.rows.append(row)
         if not self.write:

@@ -11,7 +11,6 @@ run shares (the checkpoint file, the sharded backward pass, the results) come fr
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -254,7 +253,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         if checkpoint:
             parallel.collect(noise_gens[0], mine)  # torchrun: every shard's noise state, to the first process
             for r, (config, run) in enumerate(zip(configs, runs)):
-                run.seconds, run._started = runs[0].elapsed(), time.perf_counter()  # the runs share one clock
+                run.set_elapsed(runs[0].elapsed())  # the runs share one clock
                 run.save(done, {
                     "config": asdict(config), "model": alone[r].state_dict(),
                     "optimizers": {name: o.state_dict() for name, o in alone_optimizers[r].items()},
