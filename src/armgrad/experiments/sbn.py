@@ -145,6 +145,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     # ---- the loop: batch, loss and gradient, step, log, evaluate, checkpoint ----
     loss_fn = parallel.wrap(model, partial(training_loss, model, estimators=estimators, num_samples=config.num_samples))
     mine = parallel.my_shards(shards)  # all of them alone; this process's one under torchrun
+    controls = control_parameters(estimators)  # learned by the estimators, outside DDP
     bar = progress(total=config.steps, desc=f"SBN {config.model} {config.estimator}", disable=not main, initial=start)
     window_start = run.elapsed()
     pending = []  # each step's loss, still on the device
@@ -154,7 +155,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         pending.append(backward_step(loss_fn, x, noise, mine, estimators))
-        parallel.average_grads(control_parameters(estimators))  # outside DDP, which averages the model's
+        parallel.average_grads(controls)  # DDP averages the model's gradients, not these
         for optimizer in optimizers.values():
             optimizer.step()
         bar.update(1)

@@ -213,6 +213,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     loss_fn = parallel.wrap(model, partial(run_losses, model, estimators=estimators, num_samples=first.num_samples))
     noise = [for_runs([gens[s] for gens in noise_gens]) for s in range(shards)]  # shard s: every run's stream s
     mine = parallel.my_shards(shards)  # all of them alone; this process's one under torchrun
+    controls = control_parameters(estimators)  # learned by the estimators, outside DDP
     metric = "train_elbo" if first.objective == "elbo" else "train_bound"
     steps = first.steps if stop_at is None else stop_at
     bar = progress(total=steps, initial=start, disable=not main,
@@ -226,7 +227,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         pending.append(backward_step(loss_fn, x, noise, mine, estimators).reshape(num_runs))
-        parallel.average_grads(control_parameters(estimators))  # outside DDP, which averages the model's
+        parallel.average_grads(controls)  # DDP averages the model's gradients, not these
         for optimizer in optimizers.values():
             optimizer.step()
         bar.update(1)
