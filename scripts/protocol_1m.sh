@@ -25,5 +25,5 @@ done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 echo "done in $(( SECONDS - started )) s (exit status $status)"
-[ $status = 0 ] && .venv/bin/armgrad report "$OUT" --reference arm
+[ $status = 0 ] && .venv/bin/armgrad report "$OUT" --reference arm --out "$OUT"  # report.md: the whole folder against ARM
 exit $status

@@ -226,3 +226,21 @@ def test_runs_on_the_importance_weighted_bound_train_side_by_side(data, tmp_path
     assert "train_elbo" not in both[1] and both[1]["train_bound"] == pytest.approx(alone["train_bound"], abs=1e-4)
     assert both[1]["test_bound_k"] == pytest.approx(alone["test_bound_k"], abs=1e-3)
     assert_same_run(load(tmp_path / "vimco-1"), load(tmp_path / "alone"), atol=1e-6, rtol=1e-5)
+
+
+def test_a_study_reports_its_folder_against_arm_whichever_estimator_it_lists_first(data, tmp_path, capsys):
+    """Studies sharing a folder (scripts/protocol_1m.sh runs two) each rewrite its report.md: against
+    ARM where the folder has ARM runs, whatever the study's own first estimator, unless --reference says."""
+    from armgrad.cli import main
+
+    out = tmp_path / "s"
+    base = ["study", "--dataset", "mnist", "--data-dir", str(data), "--steps", "4", "--eval-every", "2",
+            "--batch-size", "8", "--test-samples", "3", "--grad-var-draws", "2", "--out", str(out)]
+    assert main([*base, "--estimator", "reinforce_loo", "arm"]) == 0
+    assert "## Seed by seed against arm" in (out / "report.md").read_text()
+    assert main([*base, "--estimator", "disarm"]) == 0  # the folder's arm runs are still its baseline
+    report = (out / "report.md").read_text()
+    assert "## Seed by seed against arm" in report and "| disarm | 1 |" in report and "| reinforce_loo | 1 |" in report
+    assert main([*base, "--estimator", "disarm", "--resume", "--reference", "reinforce_loo"]) == 0
+    assert "## Seed by seed against reinforce_loo" in (out / "report.md").read_text()
+    capsys.readouterr()

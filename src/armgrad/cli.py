@@ -167,11 +167,12 @@ def run_study(args) -> int:
     results = run_study(configs, resume=args.resume, overwrite=args.overwrite,
                         runs_per_process=args.runs_per_process, launcher=args.launcher, cluster=args.cluster,
                         threads=args.threads, slurm_partition=args.slurm_partition, timeout_min=args.timeout_min)
-    from .experiments.report import summary, write_report
+    from .experiments.report import default_reference, summary, write_report
 
-    write_report([args.out], args.out, reference=args.estimator[0])
+    reference = args.reference or default_reference([args.out], args.estimator[0])
+    write_report([args.out], args.out, reference=reference)
     print(f"trained {len(results)} run(s) into {args.out}")
-    print(summary([args.out], args.estimator[0], args.out))
+    print(summary([args.out], reference, args.out))
     return 0
 
 
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --launcher submitit: SLURM, or local processes (local), or in this process (debug)")
     study.add_argument("--slurm-partition", default=None, help="with --cluster slurm")
     study.add_argument("--timeout-min", type=positive_int, default=4320, help="with --launcher submitit: a job's time limit")
+    study.add_argument("--reference", default=None, type=estimator_name,
+                       help="the report's baseline, compared with seed by seed (None: arm if the folder has it, "
+                            "else the first --estimator)")
     sbn = add("sbn", help="maximum-likelihood stochastic binary network: lower half of a digit from its upper half")
     add_config_flags(sbn, SBNConfig, choices={
         "dataset": [n for n in DATASETS if "threshold" in n or "static" in n], "model": SBN_MODELS})

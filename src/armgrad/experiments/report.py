@@ -51,6 +51,13 @@ def _get(result: dict, key: str):
     return result.get(key)
 
 
+def default_reference(paths, fallback: str) -> str:
+    """ARM where the runs include it (the paper's baseline, as ``armgrad report`` defaults to), else
+    ``fallback``: a study writing into a folder that other studies share compares with one baseline."""
+    names = {json.loads((run / "results.json").read_text()).get("estimator") for run in find_runs(paths)}
+    return "arm" if "arm" in names else fallback
+
+
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
