@@ -6,12 +6,13 @@ Public contract (docs/design.md section 2):
 - :func:`grad`, the estimate of ``d E[f] / d logits`` itself;
 - :func:`exact`, ``(value, grad)`` by enumeration;
 - :data:`ESTIMATORS`, name -> estimator (unbiased?, cost in f evaluations, noise shape);
-- :mod:`multisample`: the K-sample importance-weighted bound and its estimators (VIMCO, local DisARM).
+- :mod:`multisample`: the K-sample importance-weighted bound and its estimators (VIMCO, local DisARM);
+- :mod:`categorical`: the same for categorical variables (ARSM, categorical DisARM, CARMS, ...).
 """
 
-from . import multisample
+from . import categorical, multisample
 from .api import estimate, exact, grad
 from .estimators import ESTIMATORS
 
-__all__ = ["ESTIMATORS", "estimate", "exact", "grad", "multisample"]
+__all__ = ["ESTIMATORS", "categorical", "estimate", "exact", "grad", "multisample"]
 __version__ = "0.1.0"

@@ -6,24 +6,61 @@ from typing import Callable
 
 import torch
 
-from ._checks import check_logits, check_noise
+from ._checks import check_noise
 from .estimators import get_estimator
 from .estimators.base import Estimate, Estimator, with_gradient
 from .estimators.exact import Exact
+from .families import BERNOULLI, Family
 
 
 def _run(f: Callable, logits: torch.Tensor, est: Estimator, num_samples: int, generator, noise, options,
          what: str = "f") -> Estimate:
     """Check the budget, the options and ``f`` (named ``what`` in errors), draw or check the noise, estimate."""
-    est.check_budget(num_samples)
+    family = est.family
+    est.check_budget(num_samples, family.event_shape(logits.shape))
     est.check_options(options)
     if not callable(f):
-        raise TypeError(f"{what} must be callable, mapping b (S, *batch, D) to (S, *batch); got {type(f).__name__}")
+        sample = "b (S, *batch, D)" if family is BERNOULLI else "one-hot z (S, *batch, D, C)"
+        raise TypeError(f"{what} must be callable, mapping {sample} to (S, *batch); got {type(f).__name__}")
     if noise is None:
-        noise = est.draw_noise(num_samples, logits, generator)
+        noise = est.draw_noise(num_samples, logits, generator, **options)
     else:
-        check_noise(noise, est.noise_shape(num_samples, logits.shape), logits, est.name)
+        check_noise(noise, est.noise_shape(num_samples, logits.shape, **options), logits, est.name)
     return est.estimate(f, logits, noise, num_samples, **options)
+
+
+def estimate_in(family: Family, f, logits, estimator, num_samples, generator, noise, options) -> torch.Tensor:
+    """:func:`estimate` for the estimators of ``family``."""
+    est = get_estimator(estimator, family)
+    family.check_logits(logits)
+    value, grad_estimate = _run(f, logits, est, num_samples, generator, noise, options)
+    if grad_estimate is None:  # a pathwise estimator: the gradient flows through the value
+        return value
+    return with_gradient(value, logits, grad_estimate, family.event_dims)
+
+
+def grad_in(family: Family, f, logits, estimator, num_samples, generator, noise, options) -> torch.Tensor:
+    """:func:`grad` for the estimators of ``family``."""
+    est = get_estimator(estimator, family)
+    family.check_logits(logits)
+    if not est.needs_df_db:
+        with torch.no_grad():
+            return _run(f, logits.detach(), est, num_samples, generator, noise, options).grad
+    with torch.enable_grad():
+        leaf = logits.detach().requires_grad_(True)
+        value, g = _run(f, leaf, est, num_samples, generator, noise, options)
+        if g is None:
+            (g,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
+    return torch.zeros_like(leaf) if g is None else g.detach()
+
+
+def exact_in(family: Family, f, logits, max_units: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`exact` for ``family``."""
+    family.check_logits(logits)
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    value, grad_ = Exact(family).estimate(f, logits, None, 0, max_units=max_units)
+    return value, grad_
 
 
 def estimate(
@@ -59,11 +96,7 @@ def estimate(
     ``value + sum_d g_d (phi_d - stop_gradient(phi_d))``, which is ``value`` in the forward pass and
     sends exactly ``g`` back to the logits (and on to whatever produced them).
     """
-    check_logits(logits)
-    value, grad_estimate = _run(f, logits, get_estimator(estimator), num_samples, generator, noise, options)
-    if grad_estimate is None:  # a pathwise estimator: the gradient flows through the value
-        return value
-    return with_gradient(value, logits, grad_estimate)
+    return estimate_in(BERNOULLI, f, logits, estimator, num_samples, generator, noise, options)
 
 
 def grad(
@@ -82,17 +115,7 @@ def grad(
     ``torch.no_grad()``; the others (``needs_df_db``) under autograd, and a pathwise one's
     gradient (``gumbel``, ``st``) is the autograd gradient of its value.
     """
-    est = get_estimator(estimator)
-    check_logits(logits)
-    if not est.needs_df_db:
-        with torch.no_grad():
-            return _run(f, logits.detach(), est, num_samples, generator, noise, options).grad
-    with torch.enable_grad():
-        leaf = logits.detach().requires_grad_(True)
-        value, g = _run(f, leaf, est, num_samples, generator, noise, options)
-        if g is None:
-            (g,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
-    return torch.zeros_like(leaf) if g is None else g.detach()
+    return grad_in(BERNOULLI, f, logits, estimator, num_samples, generator, noise, options)
 
 
 def exact(f: Callable, logits: torch.Tensor, *, max_units: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,6 +125,4 @@ def exact(f: Callable, logits: torch.Tensor, *, max_units: int = 20) -> tuple[to
     (so ``value.sum().backward()`` gives exact gradients for those), and ``grad`` of shape
     ``(*batch, D)`` without graph.
     """
-    check_logits(logits)
-    value, grad_ = Exact().estimate(f, logits, None, 0, max_units=max_units)
-    return value, grad_
+    return exact_in(BERNOULLI, f, logits, max_units)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import ESTIMATORS, diagnostics, multisample
+from . import ESTIMATORS, categorical, diagnostics, multisample
 from .estimators import ENUMERATION, get_estimator, select
 from .experiments.training import ConfigurationError
 from .experiments import parallel
@@ -46,6 +46,13 @@ def estimators_table() -> str:
               "| estimator | unbiased | log-weight evaluations for K | what it is | reference |", "|---|---|---|---|---|"]
     for e in multisample.ESTIMATORS.values():
         cost = ("K" if e.evaluations(1) == 1 else f"{e.evaluations(1)}K") + f" (K >= {e.budget.minimum})"
+        lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
+    lines += ["", "Categorical variables (`armgrad.categorical`), logits `(*batch, D, C)`:", "",
+              "| estimator | unbiased | f evaluations for budget S | what it is | reference |", "|---|---|---|---|---|"]
+    for e in categorical.ESTIMATORS.values():
+        cost = "C^D" if e.evaluates_f_at == ENUMERATION else e.budget.describe()
+        if e.budget.minimum > 1 and not e.budget.rule and e.budget.group == 1:
+            cost += f", S >= {e.budget.minimum}"
         lines.append(f"| `{e.name}` | {'yes' if e.unbiased else 'no'} | {cost} | {e.summary} | {e.reference} |")
     return "\n".join(lines) + "\n"
 
@@ -69,6 +76,36 @@ def demo_problem(units: int = 10, seed: int = 0, device="cpu"):
     return f, logits
 
 
+def categorical_demo_problem(seed: int = 0, device="cpu"):
+    """D = 3 variables of C = 4 categories, 3 rows of logits (moderate, wide, extreme), an ``f`` that is
+    nonlinear in each one-hot vector and couples the variables."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.stack([torch.randn(3, 4, generator=g, dtype=torch.float64),
+                          3 * torch.randn(3, 4, generator=g, dtype=torch.float64),
+                          torch.linspace(-6, 6, 12, dtype=torch.float64).view(3, 4)])
+    coupling = torch.randn(12, 12, generator=g, dtype=torch.float64) / 4
+    target = torch.rand(3, 12, generator=g, dtype=torch.float64)
+    scale = torch.arange(4, dtype=torch.float64) / 4
+    logits, coupling, target, scale = (t.to(device) for t in (logits, coupling, target, scale))
+
+    def f(z):
+        x = z.flatten(-2)
+        return ((x @ coupling) * x).sum(-1) + ((x - target) ** 2).sum(-1) * (1 + x[..., :4] @ scale)
+
+    return f, logits
+
+
+def categorical_demo(args) -> str:
+    """The categorical estimators against enumeration, at each estimator's smallest budget of at least 2."""
+    f, logits = categorical_demo_problem(args.seed, args.device)
+    names = select(categorical.ESTIMATORS, evaluates_f_at=lambda where: where != ENUMERATION)
+    gen = torch.Generator(args.device).manual_seed(args.seed)
+    log.info("categorical: drawing %d estimates from each of %d estimators", args.draws, len(names))
+    report = diagnostics.compare(f, logits, names, 2, args.draws, generator=gen, family="categorical")
+    return (f"## categorical variables: D = 3 variables of C = 4 categories, 3 rows of logits; each estimator at "
+            f"its smallest budget of at least 2 f evaluations (the f evals column)\n\n{report.table()}")
+
+
 def run_demo(args) -> int:
     f, logits = demo_problem(args.units, args.seed, args.device)
     names = [ESTIMATORS[n].create(num_units=args.units).double().to(args.device) if ESTIMATORS[n].learned else n
@@ -90,6 +127,7 @@ def run_demo(args) -> int:
         "3e-4). Variance x cost is the mean per-coordinate variance times the f "
         "evaluations spent, so lower is better at equal compute.\n"
     )
+    text.append(categorical_demo(args))
     report_md = "\n".join(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,9 @@ Example::
 
     report = armgrad.diagnostics.compare(f, logits, ["reinforce", "arm", "disarm"], num_draws=5000)
     print(report.table())
+
+Categorical variables: the same functions with ``family="categorical"`` and logits ``(*batch, D, C)``
+(a coordinate ``(d, c)``'s rarer outcome is ``z_d = c`` or not, whichever is less likely).
 """
 
 from __future__ import annotations
@@ -31,14 +34,24 @@ from typing import Callable, Sequence
 import torch
 
 from . import api
-from ._checks import check_logits
-from .estimators import BINARY, get_estimator, select
+from .estimators import BINARY, REGISTRY, get_estimator, select
 from .estimators.base import LearnedControlEstimator, evaluate
+from .families import FAMILIES, Family
 
 
-def default_estimators() -> list[str]:
-    """Every unbiased, stateless estimator that evaluates ``f`` at binary points only."""
-    return select(unbiased=True, evaluates_f_at=BINARY, learned=False, needs_df_db=False)
+def family_of(family) -> Family:
+    """A family object from a name (``"bernoulli"``, ``"categorical"``) or the object itself."""
+    if isinstance(family, Family):
+        return family
+    if family in FAMILIES:
+        return FAMILIES[family]
+    raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {family!r}")
+
+
+def default_estimators(family="bernoulli") -> list[str]:
+    """Every unbiased, stateless estimator of ``family`` that evaluates ``f`` at discrete points only."""
+    return select(REGISTRY[family_of(family)], unbiased=True, evaluates_f_at=BINARY, learned=False,
+                  needs_df_db=False)
 
 
 def draw_gradients(
@@ -50,17 +63,20 @@ def draw_gradients(
     *,
     generator: torch.Generator | None = None,
     max_elements: int = 2**24,
+    family="bernoulli",
     **options,
 ) -> torch.Tensor:
-    """``num_draws`` independent gradient estimates, shape ``(num_draws, *batch, D)``.
+    """``num_draws`` independent gradient estimates, shape ``(num_draws, *batch, D)`` (``(num_draws, *batch,
+    D, C)`` for ``family="categorical"``).
 
     The draws are vectorised: the logits are repeated along a new leading batch dimension and
     ``f`` sees them folded into its sample dimension (``(S * R, *batch, D)``), so any ``f`` that
     honours the stacked calling convention works unchanged. Chunks keep at most about
     ``max_elements`` sample entries in memory at once.
     """
-    check_logits(logits)
-    est = get_estimator(estimator)
+    family = family_of(family)
+    family.check_logits(logits)
+    est = get_estimator(estimator, family)
     with controls_frozen([estimator]):
         return _draw(f, logits.detach(), est, num_samples, num_draws, generator, max_elements, options)
 
@@ -80,20 +96,20 @@ def controls_frozen(estimators):
 
 
 def _draw(f, phi, est, num_samples, num_draws, generator, max_elements, options):
-    batch = tuple(phi.shape[:-1])
-    per_draw = max(1, est.evaluations(num_samples, phi.shape[-1]) * phi.numel())
+    family = est.family
+    batch = family.batch_shape(phi.shape)
+    per_draw = max(1, est.evaluations(num_samples, family.event_shape(phi.shape)) * phi.numel())
     chunk = max(1, min(num_draws, max_elements // per_draw))
 
-    def folded(b: torch.Tensor) -> torch.Tensor:  # b: (S, R, *batch, D) -> (S, R, *batch)
+    def folded(b: torch.Tensor) -> torch.Tensor:  # b: (S, R, *batch, *event) -> (S, R, *batch)
         s, r = b.shape[:2]
-        return evaluate(f, b.reshape(s * r, *b.shape[2:])).reshape(s, r, *batch)
+        return evaluate(f, b.reshape(s * r, *b.shape[2:]), family.event_dims).reshape(s, r, *batch)
 
     draws = []
     for start in range(0, num_draws, chunk):
         r = min(chunk, num_draws - start)
-        draws.append(
-            api.grad(folded, phi.expand(r, *phi.shape), est, num_samples, generator=generator, **options)
-        )
+        draws.append(api.grad_in(family, folded, phi.expand(r, *phi.shape), est, num_samples, generator, None,
+                                 options))
     return torch.cat(draws)
 
 
@@ -222,6 +238,7 @@ def compare(
     generator: torch.Generator | None = None,
     options: dict | None = None,
     min_rare_events: float = 100.0,
+    family="bernoulli",
 ) -> Report:
     """Draw ``num_draws`` estimates from each estimator at the same budget; compare with ``exact``.
 
@@ -233,24 +250,29 @@ def compare(
         options: per-estimator options, ``{name: {option: value}}``.
         min_rare_events: leave a coordinate out of the z-test when fewer rare outcomes of its
             unit are expected among the draws (see the module docstring).
+        family: ``"bernoulli"`` (logits ``(*batch, D)``) or ``"categorical"`` (``(*batch, D, C)``).
     """
     import time
 
+    family = family_of(family)
     options = options or {}
-    estimators = default_estimators() if estimators is None else estimators
-    exact_value, exact_grad = api.exact(f, logits.detach())
+    estimators = default_estimators(family) if estimators is None else estimators
+    exact_value, exact_grad = api.exact_in(family, f, logits.detach(), 20)
+    event = family.event_shape(logits.shape)
+    probs = family.probs(logits.detach())
+    rarer = torch.minimum(probs, 1 - probs)
     rows = []
     for name in estimators:
-        est = get_estimator(name)
-        budget = est.valid_budget(num_samples)
+        est = get_estimator(name, family)
+        budget = est.valid_budget(num_samples, event)
         start = time.perf_counter()
         draws = draw_gradients(
-            f, logits, est, budget, num_draws, generator=generator, **options.get(est.name, {})
+            f, logits, est, budget, num_draws, generator=generator, family=family, **options.get(est.name, {})
         )
         seconds = time.perf_counter() - start
         mean = draws.mean(0)
-        evaluations = est.evaluations(budget, logits.shape[-1])
-        rare = num_draws * evaluations * torch.sigmoid(-logits.detach().abs())
+        evaluations = est.evaluations(budget, event)
+        rare = num_draws * evaluations * rarer
         rows.append(
             EstimatorStats(
                 name=est.name,

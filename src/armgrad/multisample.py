@@ -141,7 +141,7 @@ class LocalDisARM(MultiSampleEstimator):
     def evaluations(self, num_samples, num_units=None):
         return 2 * num_samples
 
-    def noise_shape(self, num_samples, logits_shape):
+    def noise_shape(self, num_samples, logits_shape, **options):
         return (num_samples, *logits_shape)
 
     def bound_samples(self, log_w):

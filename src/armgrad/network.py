@@ -24,6 +24,12 @@ upper unit shared by the hard sample and both relaxations, so that ``c(z)`` and 
 same upper noise (:func:`_relaxed_configurations`). ``exact`` on a chain of several layers enumerates every configuration of every layer
 jointly (``prod_t 2^{D_t}`` evaluations, at most ``2^20``): the exact expectation and gradients.
 
+Categorical layers (``q(z_t | z_{t-1}) = Cat(softmax(phi_t))``, logits ``(*batch, D_t, C_t)``, one-hot
+samples) follow the same recipe with the categorical estimators (:mod:`armgrad.categorical`), alone or
+mixed with Bernoulli layers: each layer's family comes from its estimator (an object carries it, a
+name is looked up in ``family``), and ``layers[t]`` receives the one-hot samples of the layer below.
+REBAR and RELAX relax the layers above with sigmoids, so they refuse a chain with a categorical layer above.
+
 Every configuration evaluated is a sample from ``q(b_1, ..., b_T | x)``: each branch has the
 right marginal given the layers below. So the mean of ``f`` over all of them is an unbiased
 estimate of ``E_q[f]`` (each layer's estimator weights its own configurations, see
@@ -38,54 +44,62 @@ from typing import Callable, Sequence
 
 import torch
 
-from ._checks import check_logits
 from ._random import uniform
-from .estimators import get_estimator, select
+from .estimators import REGISTRY, get_estimator, select
 from .estimators.base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, evaluate,
                               value_of, with_gradient)
-from .estimators.exact import MAX_UNITS, all_states, check_units, log_prob
+from .estimators.exact import MAX_UNITS, check_units
+from .families import BERNOULLI, FAMILIES, Family
 
 Layer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _sample_bernoulli(logits: torch.Tensor, generator) -> torch.Tensor:
+def _sample(family: Family, logits: torch.Tensor, generator) -> torch.Tensor:
     u = uniform(logits.shape, generator, logits.dtype, logits.device)
-    return (u < torch.sigmoid(logits)).to(logits.dtype)
+    return family.sample(logits, u)
+
+
+def _families(families, num_layers: int) -> list:
+    return [BERNOULLI] * num_layers if families is None else list(families)
 
 
 def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, num_samples: int | None = None,
-                     sample_last: bool = True):
-    """One sample of the chain: ``(samples, logits)``, lists of ``T`` tensors ``(*batch, D_t)``.
+                     sample_last: bool = True, families: Sequence[Family] | None = None):
+    """One sample of the chain: ``(samples, logits)``, lists of ``T`` tensors ``(*batch, D_t)``
+    (``(*batch, D_t, C_t)`` for a categorical layer; ``families``: one per layer, Bernoulli by default).
 
     With ``num_samples = K``, ``K`` independent samples per example, ``(K, *batch, D_t)``: the first
     layer's logits are computed once per example and shared by the ``K`` draws.
     ``logits`` keep their graph (to the layers' parameters); ``samples`` are binary, no graph.
     With ``sample_last=False`` the last layer's logits are computed but not sampled (``T - 1`` samples).
     """
+    families = _families(families, len(layers))
     samples, logits, h = [], [], x
     for t, layer in enumerate(layers):
         phi = layer(h)
         if t == 0 and num_samples is not None:
             phi = phi.expand(num_samples, *phi.shape)
-        check_logits(phi)
+        families[t].check_logits(phi)
         logits.append(phi)
         if t < len(layers) - 1 or sample_last:
-            h = _sample_bernoulli(phi.detach(), generator)
+            h = _sample(families[t], phi.detach(), generator)
             samples.append(h)
     return samples, logits
 
 
-def propagate(layers: Sequence[Layer], start: int, b: torch.Tensor, generator=None):
+def propagate(layers: Sequence[Layer], start: int, b: torch.Tensor, generator=None,
+              families: Sequence[Family] | None = None):
     """Fresh draws of the layers above ``start`` given ``b`` at layer ``start``: ``(samples, logits)``.
 
     ``b`` has any leading shape ``(S, *batch, D_start)``; returns lists for layers
     ``start + 1 .. T - 1``, without graph (these layers get their gradient from their own estimate).
     """
+    families = _families(families, len(layers))
     samples, logits, h = [], [], b
     with torch.no_grad():
-        for layer in layers[start + 1 :]:
+        for layer, family in zip(layers[start + 1 :], families[start + 1 :]):
             phi = layer(h)
-            h = _sample_bernoulli(phi, generator)
+            h = _sample(family, phi, generator)
             samples.append(h)
             logits.append(phi)
     return samples, logits
@@ -97,11 +111,11 @@ def _below(base_samples, base_logits, t: int, k: int):
             [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]])
 
 
-def _configurations(base_samples, base_logits, layers, t, branch, branch_logits, generator):
+def _configurations(base_samples, base_logits, layers, t, branch, branch_logits, generator, families=None):
     """Complete configurations for the branches ``branch (K, *batch, D_t)`` of layer ``t``."""
     k = branch.shape[0]
     below, below_logits = _below(base_samples, base_logits, t, k)
-    above, above_logits = propagate(layers, t, branch, generator)
+    above, above_logits = propagate(layers, t, branch, generator, families)
     return below + [branch] + above, below_logits + [branch_logits.expand(k, *branch_logits.shape)] + above_logits
 
 
@@ -136,9 +150,10 @@ def chain_estimate(
     num_samples: int = 2,
     *,
     generator: torch.Generator | None = None,
+    family=None,
     **options,
 ) -> torch.Tensor:
-    """Estimate ``E_q[f(b_1, ..., b_T)]`` for a chain of Bernoulli layers, with per-layer gradients.
+    """Estimate ``E_q[f(b_1, ..., b_T)]`` for a chain of Bernoulli or categorical layers, with per-layer gradients.
 
     Args:
         objective: ``f(samples, logits) -> (S, *batch)``, where ``samples`` and ``logits`` are lists
@@ -150,6 +165,9 @@ def chain_estimate(
         estimator: a name, an estimator object, or a list of ``T`` of them (one per layer, e.g.
             a RELAX control per layer).
         num_samples: the budget per layer, in evaluations of ``f`` (``T * num_samples`` in all).
+        family: the family of every layer (``"bernoulli"``, ``"categorical"``), or a list of one per layer,
+            in which estimator names are looked up; by default an estimator object's own family, and
+            Bernoulli for a name.
 
     Returns:
         ``(*batch)``: the mean over layers of each layer's estimate of ``E_q[f]`` from the
@@ -157,19 +175,23 @@ def chain_estimate(
         parameters) is the estimator's for layer ``t``; w.r.t. anything ``objective`` closes
         over, the pathwise gradient of that value.
     """
+    if not layers:
+        raise ValueError("chain_estimate needs at least one layer: layers is empty")
     estimators = list(estimator) if isinstance(estimator, (list, tuple)) else [estimator] * len(layers)
     if len(estimators) != len(layers):
         raise ValueError(f"got {len(estimators)} estimators for {len(layers)} layers: give one, or one per layer")
-    specs = [get_estimator(e) for e in estimators]
+    families = _layer_families(family, estimators)
+    specs = [get_estimator(e, fam) for e, fam in zip(estimators, families)]
     for spec in specs:
-        spec.check_budget(num_samples)
         spec.check_options(options)
     if len(layers) > 1:
         _check_multilayer(specs, len(layers))
         if specs[0].evaluates_f_at == ENUMERATION:
-            return _enumerate_chain(objective, layers, x, **options)
+            return _enumerate_chain(objective, layers, x, families, **options)
     # the estimator of layer t replaces b_t and redraws the layers above: b_T itself is never used
-    base_samples, base_logits = ancestral_sample(layers, x, generator, sample_last=False)
+    base_samples, base_logits = ancestral_sample(layers, x, generator, sample_last=False, families=families)
+    for spec, phi in zip(specs, base_logits):
+        spec.check_budget(num_samples, spec.family.event_shape(phi.shape))
 
     fused = [t for t, spec in enumerate(specs) if isinstance(spec, BinaryPointEstimator)]
     values, gradients = [], []  # each layer's estimate of E[f]; (phi_t, its estimated gradient)
@@ -177,18 +199,18 @@ def chain_estimate(
         configs, pieces = [], []
         for t in fused:
             spec, phi = specs[t], base_logits[t].detach()
-            noise = spec.draw_noise(num_samples, phi, generator)
+            noise = spec.draw_noise(num_samples, phi, generator, **options)
             branch = spec.sample(phi, noise, **options)
-            configs.append(_configurations(base_samples, base_logits, layers, t, branch, phi, generator))
+            configs.append(_configurations(base_samples, base_logits, layers, t, branch, phi, generator, families))
             pieces.append((t, branch, noise))
         stacked, stacked_logits = configs[0] if len(configs) == 1 else (
             [torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
-        fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0])
+        fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0], families[0].event_dims)
         fd, start, uniform = fb.detach(), 0, True
         for t, branch, noise in pieces:
             k = branch.shape[0]
-            grad, weights = specs[t].combine(fd[start : start + k], branch, base_logits[t].detach(), noise)
-            gradients.append((base_logits[t], grad))
+            grad, weights = specs[t].combine(fd[start : start + k], branch, base_logits[t].detach(), noise, **options)
+            gradients.append((base_logits[t], grad, specs[t].family))
             values.append((fb[start : start + k], weights))
             uniform = uniform and weights is None
             start += k
@@ -205,22 +227,40 @@ def chain_estimate(
                                                           spec.temperature, generator)
             else:
                 samples, logits = _configurations(base_samples, base_logits, layers, t, branch,
-                                                  base_logits[t].detach(), generator)
+                                                  base_logits[t].detach(), generator, families)
             return objective(samples, logits)
 
         # a pathwise estimator differentiates through the attached logits; the others detach them
-        noise = spec.draw_noise(num_samples, base_logits[t], generator)
+        noise = spec.draw_noise(num_samples, base_logits[t], generator, **options)
         value, grad = spec.estimate(layer_objective, base_logits[t], noise, num_samples, **options)
         values.append((value.unsqueeze(0), None))
         if grad is not None:
-            gradients.append((base_logits[t], grad))
+            gradients.append((base_logits[t], grad, spec.family))
     if len(values) == 1:
         value = value_of(*values[0])
     else:
         value = torch.stack([value_of(v, w) for v, w in values]).mean(0)
-    for phi, g in gradients:
-        value = with_gradient(value, phi, g)
+    for phi, g, fam in gradients:
+        value = with_gradient(value, phi, g, fam.event_dims)
     return value
+
+
+def _layer_families(family, estimators) -> list:
+    """The family of each layer: ``family`` (one, or one per layer) or each estimator object's own."""
+    if family is None:
+        return [getattr(e, "family", BERNOULLI) for e in estimators]
+    wanted = list(family) if isinstance(family, (list, tuple)) else [family] * len(estimators)
+    if len(wanted) != len(estimators):
+        raise ValueError(f"got {len(wanted)} families for {len(estimators)} layers: give one, or one per layer")
+    out = []
+    for f in wanted:
+        if isinstance(f, Family):
+            out.append(f)
+        elif f in FAMILIES:
+            out.append(FAMILIES[f])
+        else:
+            raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {f!r}")
+    return out
 
 
 def _check_multilayer(specs, num_layers: int) -> None:
@@ -231,16 +271,22 @@ def _check_multilayer(specs, num_layers: int) -> None:
             "estimator 'exact' enumerates every layer of the chain jointly: give it for all layers, "
             "not mixed with Monte Carlo estimators"
         )
-    for spec in specs:
+    for t, spec in enumerate(specs):
+        if spec.evaluates_f_at == BINARY_AND_RELAXED and any(s.family is not BERNOULLI for s in specs[t + 1 :]):
+            raise ValueError(
+                f"estimator {spec.name!r} relaxes the layers above its own with sigmoids, and a layer above is "
+                f"{next(s.family.name for s in specs[t + 1:] if s.family is not BERNOULLI)}; use an estimator "
+                f"that evaluates f only at discrete points, such as 'disarm'"
+            )
         if spec.unbiased and spec.evaluates_f_at == RELAXED:
             raise ValueError(
                 f"estimator {spec.name!r} evaluates f only at relaxed points and claims no bias: the chain recipe "
                 f"has no way to relax the layers above for it; use one that evaluates f at binary points: "
-                f"{', '.join(select(unbiased=True, evaluates_f_at=BINARY, learned=False))}"
+                f"{', '.join(select(REGISTRY[spec.family], unbiased=True, evaluates_f_at=BINARY, learned=False))}"
             )
 
 
-def _enumerate_chain(objective, layers, x, max_units: int = MAX_UNITS) -> torch.Tensor:
+def _enumerate_chain(objective, layers, x, families, max_units: int = MAX_UNITS) -> torch.Tensor:
     """``E_q[f]`` over every configuration of every layer, ``sum_b q(b) f(b)``, with exact gradients.
 
     ``q(b) = prod_t q(b_t | b_{t-1})`` keeps its graph to the layers' parameters, so autograd of
@@ -248,21 +294,27 @@ def _enumerate_chain(objective, layers, x, max_units: int = MAX_UNITS) -> torch.
     and for whatever ``objective`` closes over (``sum_b q(b) df``). At most ``2^max_units``
     configurations in all.
     """
-    samples, logits, log_q, units = [], [], None, 0
+    samples, logits, log_q, units, count = [], [], None, 0, 1
     phi = layers[0](x).unsqueeze(0)  # (N = 1, *batch, D_1)
-    for t, layer in enumerate(layers):
+    for t, (layer, family) in enumerate(zip(layers, families)):
         if t:
-            phi = layer(samples[-1])  # (N, *batch, D_t): one row per configuration of the layers below
-        check_logits(phi)
-        units += phi.shape[-1]
-        check_units(units, max_units)
-        states = all_states(phi.shape[-1], phi.dtype, phi.device)  # (M, D_t)
-        m, rest = states.shape[0], phi.shape
+            phi = layer(samples[-1])  # (N, *batch, *event_t): one row per configuration of the layers below
+        family.check_logits(phi)
+        event = family.event_shape(phi.shape)
+        units, count = units + event[0], count * family.num_states(event)
+        if all(f is BERNOULLI for f in families):
+            check_units(units, max_units)
+        elif count > 2**max_units:
+            raise ValueError(f"exact enumeration of the chain needs {count} configurations, more than "
+                             f"2**{max_units}; use a Monte Carlo estimator")
+        states = family.states(event, phi.dtype, phi.device)  # (M, *event)
+        m, rest, event_dims = states.shape[0], phi.shape, len(event)
         grow = lambda v: v.unsqueeze(0).expand(m, *v.shape).reshape(m * v.shape[0], *v.shape[1:])  # noqa: E731
-        b = states.view(m, *([1] * (phi.dim() - 1)), phi.shape[-1]).expand(m, *rest).reshape(m * rest[0], *rest[1:])
+        view = (m,) + (1,) * (phi.dim() - event_dims) + tuple(event)
+        b = states.view(view).expand(m, *rest).reshape(m * rest[0], *rest[1:])
         phi = grow(phi)
         samples, logits = [grow(s) for s in samples] + [b], [grow(p) for p in logits] + [phi]
-        step = log_prob(b, phi)
+        step = family.log_prob(b, phi)
         log_q = step if log_q is None else grow(log_q) + step
-    fb = evaluate(lambda _: objective(samples, [p.detach() for p in logits]), samples[0])
+    fb = evaluate(lambda _: objective(samples, [p.detach() for p in logits]), samples[0], families[0].event_dims)
     return value_of(fb, log_q.exp())

@@ -31,7 +31,7 @@ class AR(IndependentDraws):
     reference = "Yin & Zhou, ICLR 2019"
     summary = "augment-REINFORCE f(1[u<p])(1 - 2u)"
 
-    def combine(self, fb, b, logits, noise) -> Combined:
+    def combine(self, fb, b, logits, noise, **options) -> Combined:
         return Combined((fb.unsqueeze(-1) * (1 - 2 * noise)).mean(0))
 
     def one_unit_variance(self, logit, f0, f1):
@@ -46,7 +46,7 @@ class AntitheticPairs(BinaryPointEstimator):
 
     budget = Budget(group=2, unit="antithetic pairs", minimum=2)
 
-    def noise_shape(self, num_samples, logits_shape):
+    def noise_shape(self, num_samples, logits_shape, **options):
         return (num_samples // 2, *logits_shape)
 
     def sample(self, logits, noise):
@@ -83,7 +83,7 @@ class ARM(AntitheticPairs):
     reference = "Yin & Zhou, ICLR 2019"
     summary = "antithetic pair (f(b1) - f(b2))(u - 1/2)"
 
-    def combine(self, fb, b, logits, noise) -> Combined:
+    def combine(self, fb, b, logits, noise, **options) -> Combined:
         return Combined(_mean_over_pairs(_pair_difference(fb) * (noise - 0.5)))
 
     def one_unit_variance(self, logit, f0, f1):
@@ -108,7 +108,7 @@ class DisARM(AntitheticPairs):
     reference = "Dong, Mnih & Tucker, NeurIPS 2020 (= U2G, Yin et al. 2020)"
     summary = "ARM with u integrated out given the pair"
 
-    def combine(self, fb, b, logits, noise) -> Combined:
+    def combine(self, fb, b, logits, noise, **options) -> Combined:
         b1, b2 = b.chunk(2)
         return Combined(_mean_over_pairs(_pair_difference(fb, 0.5) * (b1 - b2)) * torch.sigmoid(logits.abs()))
 
@@ -161,7 +161,7 @@ class ARMS(BinaryPointEstimator):
         m = torch.sigmoid(-logits.abs())
         return torch.where(logits < 0, c < m, c > m).to(logits.dtype)
 
-    def combine(self, fb, b, logits, noise) -> Combined:
+    def combine(self, fb, b, logits, noise, **options) -> Combined:
         n = noise.shape[0]
         m = torch.sigmoid(-logits.abs())
         centred = (fb - fb.mean(0, keepdim=True)).unsqueeze(-1)

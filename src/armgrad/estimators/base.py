@@ -42,6 +42,7 @@ from torch import nn
 
 from .._checks import check_finite
 from .._random import uniform
+from ..families import BERNOULLI, Family
 
 BINARY = "binary"
 RELAXED = "relaxed"
@@ -77,41 +78,60 @@ class Budget:
     """How an estimator spends its budget of ``num_samples`` evaluations of ``f`` per batch element.
 
     ``group`` evaluations make one unit (1: independent draws, 2: antithetic pairs, 3: REBAR's
-    triples), called ``unit`` in messages and tables; ``minimum`` is the smallest budget.
+    triples), called ``unit`` in messages and tables; ``minimum`` is the smallest budget. Where the
+    unit's size depends on the event shape (ARSM's ``C(C-1)/2 + 1`` joint swaps, IndeCateR's ``D C``),
+    ``group_of(event_shape)`` gives it and ``rule`` names it (``"C(C-1)/2 + 1"``).
     """
 
     group: int = 1
     unit: str = "draws"
     minimum: int = 1
+    group_of: Optional[Callable] = None
+    rule: str = ""
 
-    def check(self, num_samples, name: str) -> None:
+    def size(self, event_shape=None) -> int:
+        """Evaluations per unit for logits with this event shape."""
+        if self.group_of is None:
+            return self.group
+        if event_shape is None:
+            raise ValueError(f"a budget in {self.unit} of {self.rule} evaluations depends on the logits' shape")
+        return self.group_of(tuple(event_shape))
+
+    def check(self, num_samples, name: str, event_shape=None) -> None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise TypeError(
                 f"num_samples must be an int (the number of f evaluations per batch element), "
                 f"got {type(num_samples).__name__}"
             )
-        if num_samples < self.minimum:
+        group = self.size(event_shape)
+        minimum = max(self.minimum, group) if self.rule else self.minimum
+        if num_samples < minimum:
+            rule = f" ({self.rule} = {group} for these logits)" if self.rule else ""
             raise ValueError(
                 f"num_samples={num_samples} is too small for estimator {name!r}: "
-                f"it needs at least {self.minimum} f evaluations per batch element"
+                f"it needs at least {minimum} f evaluations per batch element{rule}"
             )
-        if num_samples % self.group:
-            must = "even" if self.group == 2 else f"a multiple of {self.group}"
+        if num_samples % group:
+            must = "even" if group == 2 and not self.rule else f"a multiple of {group}"
+            rule = f" ({self.rule} for these logits)" if self.rule else ""
             raise ValueError(
-                f"estimator {name!r} spends its budget in {self.unit}: num_samples must be {must}, "
+                f"estimator {name!r} spends its budget in {self.unit}: num_samples must be {must}{rule}, "
                 f"got {num_samples}"
             )
 
-    def valid(self, num_samples: int) -> int:
+    def valid(self, num_samples: int, event_shape=None) -> int:
         """The smallest budget this rule accepts that is at least ``num_samples``."""
-        budget = max(num_samples, self.minimum)
-        return budget + (-budget) % self.group
+        group = self.size(event_shape)
+        budget = max(num_samples, self.minimum, group)
+        return budget + (-budget) % group
 
-    def allowed(self, maximum: int) -> list[int]:
+    def allowed(self, maximum: int, event_shape=None) -> list[int]:
         """Every budget this rule accepts up to ``maximum``."""
-        return list(range(self.valid(1), maximum + 1, self.group))
+        return list(range(self.valid(1, event_shape), maximum + 1, self.size(event_shape)))
 
     def describe(self) -> str:
+        if self.rule:
+            return f"S (S/({self.rule}) {self.unit})"
         return f"S (S/{self.group} {self.unit})" if self.group > 1 else "S"
 
 
@@ -127,6 +147,7 @@ class Estimator(ABC):
     needs_df_db: bool = False
     learned: bool = False
     options: tuple = ()
+    family: Family = BERNOULLI
 
     @abstractmethod
     def estimate(self, f: Callable, logits: torch.Tensor, noise, num_samples: int, **options) -> Estimate:
@@ -137,29 +158,34 @@ class Estimator(ABC):
 
     # ---- the budget and the noise -----------------------------------------------------------
 
-    def evaluations(self, num_samples: int, num_units: int | None = None) -> int:
-        """Number of ``f`` evaluations per batch element for a budget of ``num_samples``."""
+    def evaluations(self, num_samples: int, event_shape=None) -> int:
+        """Number of ``f`` evaluations per batch element for a budget of ``num_samples``.
+
+        ``event_shape``: ``D`` (or ``(D,)``) for Bernoulli units, ``(D, C)`` for categorical variables;
+        only enumeration needs it.
+        """
         return num_samples
 
-    def check_budget(self, num_samples) -> None:
+    def check_budget(self, num_samples, event_shape=None) -> None:
         """Raise a clear error unless ``num_samples`` is a budget this estimator accepts."""
-        self.budget.check(num_samples, self.name)
+        self.budget.check(num_samples, self.name, event_shape)
 
-    def valid_budget(self, num_samples: int) -> int:
+    def valid_budget(self, num_samples: int, event_shape=None) -> int:
         """The smallest budget this estimator accepts that is at least ``num_samples``."""
-        return self.budget.valid(num_samples)
+        return self.budget.valid(num_samples, event_shape)
 
-    def noise_shape(self, num_samples: int, logits_shape: torch.Size) -> Optional[tuple]:
-        """Shape of the uniforms one estimate consumes, or ``None`` if it draws none."""
+    def noise_shape(self, num_samples: int, logits_shape: torch.Size, **options) -> Optional[tuple]:
+        """Shape of the uniforms one estimate consumes, or ``None`` if it draws none (``options``: the
+        estimator's call options, for the few whose noise depends on them, such as ``gumbel_rao``'s draws)."""
         return (num_samples, *logits_shape)
 
-    def draw_noise(self, num_samples: int, logits: torch.Tensor, generator=None):
+    def draw_noise(self, num_samples: int, logits: torch.Tensor, generator=None, **options):
         """Uniforms in (0, 1) for this estimator, budget and logits, from ``generator``.
 
         Feed the same tensor to several estimators (``noise=``) for common random numbers:
         AR with budget ``S`` and ARM/DisARM with budget ``2S`` read the same shape.
         """
-        shape = self.noise_shape(num_samples, logits.shape)
+        shape = self.noise_shape(num_samples, logits.shape, **options)
         if shape is None:
             return None
         u = uniform(shape, generator, logits.dtype, logits.device)
@@ -203,14 +229,15 @@ class BinaryPointEstimator(Estimator):
         """The samples ``(S, *batch, D)`` at which ``f`` is evaluated, from detached ``logits``."""
 
     @abstractmethod
-    def combine(self, fb: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Combined:
-        """The gradient estimate ``(*batch, D)`` and the value's weights, from ``fb = f(b)`` ``(S, *batch)``."""
+    def combine(self, fb: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise, **options) -> Combined:
+        """The gradient estimate ``(*batch, D)`` and the value's weights, from ``fb = f(b)`` ``(S, *batch)``;
+        ``options`` are the call's options, as :meth:`sample` received them."""
 
     def estimate(self, f, logits, noise, num_samples, **options) -> Estimate:
         phi = logits.detach()
         b = self.sample(phi, noise, **options)
-        fb = evaluate(f, b)
-        grad, weights = self.combine(fb.detach(), b, phi, noise)
+        fb = evaluate(f, b, self.family.event_dims)
+        grad, weights = self.combine(fb.detach(), b, phi, noise, **options)
         return Estimate(value_of(fb, weights), grad)
 
 
@@ -271,14 +298,15 @@ class LearnedControlEstimator(Estimator, nn.Module):
         return loss
 
 
-def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
-    """Call ``f`` once on stacked samples ``b`` of shape ``(S, *batch, D)`` and check its output.
+def evaluate(f: Callable, b: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+    """Call ``f`` once on stacked samples ``b`` of shape ``(S, *batch, *event)`` and check its output.
 
-    Returns ``f(b)`` of shape ``(S, *batch)``; raises ``TypeError``/``ValueError`` naming what was
-    wrong when ``f`` returns something else or a non-finite value.
+    ``event_dims`` trailing dimensions make one sample (1: ``(D,)`` units; 2: ``(D, C)`` one-hot
+    variables). Returns ``f(b)`` of shape ``(S, *batch)``; raises ``TypeError``/``ValueError``
+    naming what was wrong when ``f`` returns something else or a non-finite value.
     """
     out = f(b)
-    expected = tuple(b.shape[:-1])
+    expected = tuple(b.shape[:-event_dims])
     if not isinstance(out, torch.Tensor):
         raise TypeError(
             f"f must return a torch.Tensor of shape {expected} (S, *batch), got {type(out).__name__}"
@@ -286,13 +314,18 @@ def evaluate(f: Callable, b: torch.Tensor) -> torch.Tensor:
     if tuple(out.shape) != expected:
         raise ValueError(
             f"f returned shape {tuple(out.shape)}, expected {expected}: f receives samples of shape "
-            f"(S, *batch, D) = {tuple(b.shape)} and must return one value per sample and batch "
+            f"{('(S, *batch, D)', '(S, *batch, D, C)')[event_dims - 1]} = {tuple(b.shape)} and must return one value per sample and batch "
             f"element, shape (S, *batch)"
         )
     if not out.is_floating_point():
         raise TypeError(f"f must return a floating-point tensor, got dtype {out.dtype}")
     check_finite(out.detach(), "f returned non-finite values (nan or inf)")
     return out
+
+
+def per_sample(x: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """``x`` of shape ``(S, *batch)`` viewed as ``(S, *batch, 1, ...)`` to broadcast over ``event_dims`` dims."""
+    return x.unsqueeze(-1) if event_dims == 1 else x.view(*x.shape, *([1] * event_dims))
 
 
 def bernoulli(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -320,22 +353,23 @@ class _WithGradient(torch.autograd.Function):
     """``value``, whose backward also sends ``grad_out * g`` to ``logits`` (see :func:`with_gradient`)."""
 
     @staticmethod
-    def forward(ctx, value, logits, g):
+    def forward(ctx, value, logits, g, event_dims):
         ctx.save_for_backward(g)
+        ctx.event_dims = event_dims
         return value.view_as(value)
 
     @staticmethod
     def backward(ctx, grad_out):
         (g,) = ctx.saved_tensors
-        return grad_out, grad_out.unsqueeze(-1) * g, None
+        return grad_out, per_sample(grad_out, ctx.event_dims) * g, None, None
 
 
-def with_gradient(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``value`` (shape ``(*batch)``) unchanged, with ``g`` (``(*batch, D)``) as the gradient of ``logits``.
+def with_gradient(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+    """``value`` (shape ``(*batch)``) unchanged, with ``g`` (``(*batch, *event)``) as the gradient of ``logits``.
 
     The surrogate ``value + sum_d g_d (phi_d - stop_gradient(phi_d))`` in one autograd node: the
     same value and the same gradients, without its three element-wise passes each way.
     """
     if not logits.requires_grad:
         return value
-    return _WithGradient.apply(value, logits, g.detach())
+    return _WithGradient.apply(value, logits, g.detach(), event_dims)

@@ -84,7 +84,7 @@ class ControlVariateEstimator(LearnedControlEstimator):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def noise_shape(self, num_samples, logits_shape):
+    def noise_shape(self, num_samples, logits_shape, **options):
         return (2, num_samples // 3, *logits_shape)  # u for z and v for z~, one of each per draw
 
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:

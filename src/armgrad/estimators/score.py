@@ -1,24 +1,28 @@
-"""Score-function (REINFORCE) estimators.
+"""Score-function (REINFORCE) estimators, written once for every distribution family.
 
 Notation as in docs/design.md section 1: ``phi`` logits ``(*batch, D)``, ``p = sigmoid(phi)``,
-``b ~ Bernoulli(p)``, and ``d log q(b) / d phi = b - p``.
+``b ~ Bernoulli(p)``, and ``d log q(b) / d phi = b - p``; for categorical variables ``phi`` is
+``(*batch, D, C)``, ``b`` one-hot and the score ``b - softmax(phi)`` (:mod:`armgrad.families`).
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
-
-from .base import BinaryPointEstimator, Budget, Combined, bernoulli
+from ..families import BERNOULLI, Family
+from .base import BinaryPointEstimator, Budget, Combined, per_sample
 
 
 class IndependentDraws(BinaryPointEstimator):
-    """Base of the estimators that evaluate ``f`` at ``S`` independent draws ``b_s = 1[u_s < p]``."""
+    """Base of the estimators that evaluate ``f`` at ``S`` independent draws ``b_s = 1[u_s < p]``
+    (for categorical variables, the one-hot Gumbel-max draws of :meth:`armgrad.families.Categorical.sample`)."""
+
+    def __init__(self, family: Family = BERNOULLI):
+        self.family = family
 
     def sample(self, logits, noise):
-        """``b_s = 1[u_s < p]``: ``S`` independent Bernoulli draws, ``(S, *batch, D)``."""
-        return bernoulli(noise, torch.sigmoid(logits))
+        """``S`` independent draws from the uniforms ``noise`` ``(S, *logits.shape)``, of the same shape."""
+        return self.family.sample(logits, noise)
 
 
 class Reinforce(IndependentDraws):
@@ -32,8 +36,8 @@ class Reinforce(IndependentDraws):
     reference = "Williams, Machine Learning 1992"
     summary = "score function f(b)(b - p)"
 
-    def combine(self, fb, b, logits, noise) -> Combined:
-        return Combined((fb.unsqueeze(-1) * (b - torch.sigmoid(logits))).mean(0))
+    def combine(self, fb, b, logits, noise, **options) -> Combined:
+        return Combined((per_sample(fb, self.family.event_dims) * self.family.score(b, logits)).mean(0))
 
     def one_unit_variance(self, logit, f0, f1):
         p = 1 / (1 + math.exp(-logit))
@@ -54,7 +58,7 @@ class ReinforceLOO(IndependentDraws):
     summary = "score function with leave-one-out baseline"
     budget = Budget(minimum=2)
 
-    def combine(self, fb, b, logits, noise) -> Combined:
+    def combine(self, fb, b, logits, noise, **options) -> Combined:
         k = fb.shape[0]
         baseline = (fb.sum(0, keepdim=True) - fb) / (k - 1)
-        return Combined(((fb - baseline).unsqueeze(-1) * (b - torch.sigmoid(logits))).mean(0))
+        return Combined((per_sample(fb - baseline, self.family.event_dims) * self.family.score(b, logits)).mean(0))

@@ -1,0 +1,156 @@
+"""Distribution families: what an estimator needs to know about the discrete variables it serves.
+
+A family owns everything that used to be written inline as "Bernoulli" (docs/design.md section 3):
+
+- ``event_dims``: how many trailing dimensions of the logits make one sample's event, 1 for
+  Bernoulli units ``(*batch, D)``, 2 for categorical variables ``(*batch, D, C)``;
+- ``sample(logits, u)``: a draw from uniforms ``u`` of the logits' shape (per draw), as a float
+  tensor of the logits' dtype: ``1[u < sigmoid(phi)]`` for Bernoulli, the one-hot Gumbel-max
+  ``argmax(phi - log(-log u))`` for categorical;
+- ``score(x, logits)``: ``d log q(x) / d logits`` (``x - sigmoid(phi)``, ``x - softmax(phi)``);
+- ``log_prob(x, logits)``: ``log q(x)`` summed over the event, ``(S, *batch)``;
+- ``states(event_shape)``: every state, for enumeration; ``num_states(event_shape)``;
+- ``check_logits(logits)``: the input check at the public boundary, with clear errors.
+
+Estimators carry their family (``Estimator.family``); the generic estimators (REINFORCE,
+leave-one-out REINFORCE, enumeration) are written once against this interface and registered for
+both families.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_finite
+
+
+class Family:
+    """The interface; see the module docstring. Instances are singletons (:data:`BERNOULLI`, :data:`CATEGORICAL`)."""
+
+    name: str
+    event_dims: int
+    shape_text: str  # the logits' shape, for messages
+
+    def __repr__(self) -> str:
+        return f"<family {self.name!r}>"
+
+    def batch_shape(self, logits_shape) -> tuple:
+        return tuple(logits_shape[: len(logits_shape) - self.event_dims])
+
+    def event_shape(self, logits_shape) -> tuple:
+        return tuple(logits_shape[len(logits_shape) - self.event_dims :])
+
+    def num_states(self, event_shape) -> int:
+        raise NotImplementedError
+
+    def check_logits(self, logits) -> None:
+        raise NotImplementedError
+
+
+class Bernoulli(Family):
+    """Independent Bernoulli units, ``q(b) = prod_d sigmoid(phi_d)^b_d (1 - sigmoid(phi_d))^(1 - b_d)``."""
+
+    name, event_dims, shape_text = "bernoulli", 1, "(*batch, D)"
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``1[u < sigmoid(phi)]`` as floats: ``u`` of shape ``(S, *batch, D)`` (or the logits' shape)."""
+        return (u < torch.sigmoid(logits)).to(logits.dtype)
+
+    def score(self, b: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return b - torch.sigmoid(logits)
+
+    def log_prob(self, b: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return (b * F.logsigmoid(logits) + (1 - b) * F.logsigmoid(-logits)).sum(-1)
+
+    def num_states(self, event_shape) -> int:
+        (units,) = _as_shape(event_shape)
+        return 2**units
+
+    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor:
+        """All ``2^D`` binary vectors, shape ``(2^D, D)``, in binary counting order."""
+        (units,) = _as_shape(event_shape)
+        codes = torch.arange(2**units, device=device).unsqueeze(-1)
+        bits = 2 ** torch.arange(units - 1, -1, -1, device=device)
+        return ((codes & bits) > 0).to(dtype)
+
+    def check_logits(self, logits) -> None:
+        """Logits must be a finite floating-point tensor of shape ``(*batch, D)`` with ``D >= 1``."""
+        from ._checks import check_logits
+
+        check_logits(logits)
+
+
+class Categorical(Family):
+    """Independent categorical variables as one-hot vectors, ``q(z) = prod_d softmax(phi_d)[z_d]``.
+
+    Logits ``(*batch, D, C)``: ``D`` variables of ``C >= 2`` categories, softmax over the last dim.
+    """
+
+    name, event_dims, shape_text = "categorical", 2, "(*batch, D, C)"
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, -1)
+
+    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """One-hot ``argmax_c (phi_c - log(-log u_c))`` (Gumbel-max; the exponential race of ARSM).
+
+        ``u`` of shape ``(S, *batch, D, C)``; the winner of ``phi_c - log E_c`` with ``E = -log u`` is
+        also ``argmin_c (log pi_c - phi_c)`` for the Dirichlet ``pi = E / sum E`` (ARSM's augmentation).
+        """
+        return one_hot_argmax(logits - torch.log(-torch.log(u)))
+
+    def score(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return z - torch.softmax(logits, -1)
+
+    def log_prob(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return (z * torch.log_softmax(logits, -1)).sum((-2, -1))
+
+    def num_states(self, event_shape) -> int:
+        variables, categories = _as_shape(event_shape)
+        return categories**variables
+
+    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor:
+        """All ``C^D`` one-hot configurations, ``(C^D, D, C)``, the last variable counting fastest."""
+        variables, categories = _as_shape(event_shape)
+        codes = torch.arange(categories**variables, device=device).unsqueeze(-1)
+        digits = (codes // categories ** torch.arange(variables - 1, -1, -1, device=device)) % categories
+        return F.one_hot(digits, categories).to(dtype)
+
+    def check_logits(self, logits) -> None:
+        """Finite floating-point logits ``(*batch, D, C)`` with ``D >= 1`` and ``C >= 2``."""
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a torch.Tensor of shape (*batch, D, C), got {type(logits).__name__}")
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be a floating-point tensor (float32 or float64), got dtype {logits.dtype}")
+        if logits.dim() < 2:
+            raise ValueError(
+                f"categorical logits need shape (*batch, D, C): D variables of C categories, got shape "
+                f"{tuple(logits.shape)} (use logits.unsqueeze(-2) for a single variable)"
+            )
+        if logits.shape[-1] < 2:
+            raise ValueError(
+                f"categorical logits need C >= 2 categories in the last dimension, got shape {tuple(logits.shape)}"
+            )
+        if logits.shape[-2] == 0:
+            raise ValueError(f"logits has no variables: shape {tuple(logits.shape)} has D = 0")
+        check_finite(logits.detach(), "logits contains non-finite values (nan or inf)")
+
+
+def one_hot_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """The one-hot vector of ``argmax`` over the last dim, as floats of ``scores``' dtype."""
+    return torch.zeros_like(scores).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
+
+
+def _as_shape(event_shape) -> tuple:
+    return (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+
+
+BERNOULLI = Bernoulli()
+CATEGORICAL = Categorical()
+FAMILIES = {f.name: f for f in (BERNOULLI, CATEGORICAL)}
+
+__all__ = ["BERNOULLI", "CATEGORICAL", "FAMILIES", "Bernoulli", "Categorical", "Family", "one_hot_argmax"]
