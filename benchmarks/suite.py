@@ -9,6 +9,12 @@ Sections (every timing interleaved round-robin with its reference in one run; me
 - ``grad``: one ``armgrad.grad`` call per estimator against the bare cost of its f evaluations
   (draw the uniforms, threshold them into the stacked samples, evaluate ``f`` once). ``f`` is a
   linear Bernoulli decoder 200 -> 784 at batch 50 x 200 units.
+- ``categorical``: one ``armgrad.categorical.grad`` call per categorical estimator against the bare cost
+  of its f evaluations (draw the uniforms, take the one-hot Gumbel-max samples, evaluate ``f`` once on
+  as many samples as the estimator evaluates; for the straight-through family, which differentiates
+  ``f``, also the backward pass of ``f`` to its input). ``f`` is a linear Bernoulli decoder (20 x 10 one-hot
+  -> 784) at batch 50 x 20 variables x 10 categories; and ReinMax's forward and backward through it
+  against the authors' ``reinmax`` package doing the same.
 - ``step``: one VAE training step (loss and backward) per model and estimator against the floor:
   a plain forward and backward pass of the same network on the same stacked batch (the ``T * S``
   configurations drawn ancestrally, the negative ELBO on all of them, backward through decoder
@@ -52,7 +58,7 @@ from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import BinaryVAE
 
-SECTIONS = ("grad", "multisample", "step", "layers", "variance", "throughput", "profile")
+SECTIONS = ("grad", "multisample", "categorical", "step", "layers", "variance", "throughput", "profile")
 # the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
 # step; Double CV and RODEO with their df/db and their controls' variance gradient)
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
@@ -169,6 +175,64 @@ def bench_multisample(args) -> dict:
     return {"title": f"`armgrad.multisample.estimate` and its gradient, batch {args.batch} x 200 units, against the bare "
                      "evaluations of the log-weight", "columns": ["K", "estimator", "log_weight_evaluations",
                                                                   "median_ms", "ratio_to_bare"], "rows": rows}
+
+
+def bench_categorical(args) -> dict:
+    from armgrad import categorical
+
+    variables, categories = 20, 10
+    f_flat = decoder_objective(args.batch, variables * categories, args.device)
+    f = lambda z: f_flat(z.flatten(-2))  # noqa: E731
+    logits = torch.randn(args.batch, variables, categories, device=args.device)
+    gen = torch.Generator(args.device).manual_seed(0)
+
+    def bare(evaluations, differentiate=False):
+        """Draw, one-hot and evaluate ``f`` (and, for an estimator that needs it, ``df/dz`` at the samples)."""
+        with torch.set_grad_enabled(differentiate):
+            u = torch.rand((evaluations, *logits.shape), generator=gen, device=args.device)
+            g = logits - torch.log(-torch.log(u))
+            z = torch.zeros_like(g).scatter_(-1, g.argmax(-1, keepdim=True), 1.0).requires_grad_(differentiate)
+            fz = f(z)
+            return torch.autograd.grad(fz.sum(), z) if differentiate else fz
+
+    cases, evaluations = {}, {}
+    for name, spec in categorical.ESTIMATORS.items():
+        if spec.evaluates_f_at == ENUMERATION:
+            continue
+        budget = spec.valid_budget(args.budget if spec.budget.group_of is None else 1, (variables, categories))
+        evaluations[name] = budget
+        key = f"bare {budget}" + (" + df/dz" if spec.needs_df_db else "")
+        cases[key] = lambda n=budget, d=spec.needs_df_db: bare(n, d)
+        cases[name] = lambda name=name, budget=budget: categorical.grad(f, logits, name, budget, generator=gen)
+    rows = []
+    medians = interleaved(cases, args.repeats, args.device, rewarm=True)
+    for name, n in evaluations.items():
+        key = f"bare {n}" + (" + df/dz" if categorical.ESTIMATORS[name].needs_df_db else "")
+        rows.append({"case": name, "f_evaluations": n, "median_ms": 1e3 * medians[name],
+                     "ratio_to_bare": medians[name] / medians[key]})
+    try:
+        import reinmax
+    except ImportError:
+        reinmax = None
+    if reinmax is not None:
+        leaf = logits.clone().requires_grad_(True)
+
+        def ours():
+            leaf.grad = None
+            categorical.estimate(f, leaf, "reinmax", 1, generator=gen, temperature=1.0).sum().backward()
+
+        def package():
+            leaf.grad = None
+            sample, _ = reinmax.reinmax(leaf, 1.0)
+            f(sample.unsqueeze(0)).sum().backward()
+
+        times = interleaved({"ours": ours, "package": package}, args.repeats, args.device)
+        rows.append({"case": "reinmax forward + backward (package = 1)", "f_evaluations": 1,
+                     "median_ms": 1e3 * times["ours"], "ratio_to_bare": times["ours"] / times["package"]})
+    return {"title": f"`armgrad.categorical.grad`, batch {args.batch} x {variables} variables x {categories} "
+                     "categories, each estimator's smallest budget of at least "
+                     f"{args.budget}, against the bare f evaluations (the last row: against the `reinmax` package)",
+            "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"], "rows": rows}
 
 
 def floor_step(model, x, configurations, generator):

@@ -448,3 +448,23 @@ def test_chain_refusals():
         chain_estimate(objective, chain_layers(specs, params), x, "disarm", 2, family="catgorical")
     with pytest.raises(ValueError, match="got 1 families for 2 layers"):
         chain_estimate(objective, chain_layers(specs, params), x, "disarm", 2, family=["categorical"])
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_disarm_in_either_order_of_the_logits_is_unbiased(order):
+    for variables, categories in [(2, 3), (1, 5), (3, 4)]:
+        phi, f = make_problem(variables, categories, seed=20 + categories)
+        _, exact_grad = categorical.exact(f, phi)
+        _, grads = draw(f, phi, "disarm", 2, order=order)
+        assert_unbiased(grads, exact_grad, f"disarm, order {order}, D={variables}, C={categories}")
+
+
+def test_carms_pair_marginal_has_the_right_margins_and_full_support():
+    from armgrad.estimators.categorical_coupled import CARMS
+
+    phi = 2 * torch.randn(4, 2, 5, dtype=torch.float64)
+    for n in (3, 4, 6):
+        joint = CARMS.pair_marginal(phi, n)
+        torch.testing.assert_close(joint.sum(-1), torch.softmax(phi, -1))
+        torch.testing.assert_close(joint, joint.transpose(-1, -2))
+        assert (joint > 0).all()  # every pair can be drawn: the importance weights exist

@@ -1,6 +1,6 @@
 """Categorical latent variables: the ARM family's categorical estimators, proven against enumeration.
 
-The same contract as :func:`armgrad.estimate` (docs/design.md sections 2 and 9), for ``D`` independent
+The same contract as :func:`armgrad.estimate` (docs/design.md sections 2 and 10), for ``D`` independent
 categorical variables of ``C >= 2`` categories:
 
 - ``logits``: ``(*batch, D, C)``, ``softmax`` over the last dimension;

@@ -128,7 +128,7 @@ class VIMCO(MultiSampleEstimator):
         loo = _replace_each(lw, geometric)
         baseline = torch.where(torch.isfinite(loo), loo, torch.zeros_like(loo))  # independent of b_k either way
         signal = value.detach() - baseline
-        return Estimate(value, (signal.unsqueeze(-1) * (b - torch.sigmoid(logits))).sum(0))
+        return Estimate(value, (signal.unsqueeze(-1) * self.family.score(b, logits)).sum(0))
 
 
 class LocalDisARM(MultiSampleEstimator):
@@ -166,7 +166,7 @@ class Reinforce(MultiSampleEstimator):
 
     def combine(self, log_w, b, logits, noise) -> Estimate:
         value = self.value(log_w)
-        return Estimate(value, (value.detach().unsqueeze(-1) * (b - torch.sigmoid(logits))).sum(0))
+        return Estimate(value, (value.detach().unsqueeze(-1) * self.family.score(b, logits)).sum(0))
 
 
 ESTIMATORS: dict[str, MultiSampleEstimator] = registry(VIMCO(), LocalDisARM(), Reinforce())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..families import CATEGORICAL
+from ..families import CATEGORICAL, softmax
 from .base import BINARY, RELAXED, Estimate, Estimator, evaluate, require_differentiable
 
 
@@ -49,7 +49,7 @@ class StraightThrough(Pathwise):
     summary = "straight-through: forward z, backward through softmax(phi / tau)"
 
     def relax(self, logits, noise, tau):
-        soft = torch.softmax(logits / tau, -1)
+        soft = softmax(logits / tau)
         return CATEGORICAL.sample(logits.detach(), noise) + (soft - soft.detach())
 
 
@@ -63,7 +63,7 @@ class Gumbel(Pathwise):
     evaluates_f_at = RELAXED
 
     def relax(self, logits, noise, tau):
-        return torch.softmax((logits - torch.log(-torch.log(noise))) / tau, -1)
+        return softmax((logits - torch.log(-torch.log(noise))) / tau)
 
 
 class STGumbel(Pathwise):
@@ -76,7 +76,7 @@ class STGumbel(Pathwise):
 
     def relax(self, logits, noise, tau):
         perturbed = logits - torch.log(-torch.log(noise))
-        soft = torch.softmax(perturbed / tau, -1)
+        soft = softmax(perturbed / tau)
         return CATEGORICAL.sample(logits.detach(), noise) + (soft - soft.detach())
 
 
@@ -109,7 +109,7 @@ class GumbelRao(Pathwise):
         top = log_z - log_e_i
         others = -torch.logaddexp(log_e - phi, log_e_i - log_z)
         offset = torch.where(z.bool(), top, others) - phi  # G^k, held constant
-        soft = torch.softmax((logits + offset) / tau, -1).mean(0)
+        soft = softmax((logits + offset) / tau).mean(0)
         return z + (soft - soft.detach())
 
 
@@ -132,8 +132,8 @@ class _ReinMaxCore(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_z):
         logits, z = ctx.saved_tensors
-        pi = torch.softmax(logits, -1)
-        half = 0.5 * (torch.softmax(logits / ctx.tau, -1) + z)
+        pi = softmax(logits)
+        half = 0.5 * (softmax(logits / ctx.tau) + z)
         g1 = 2 * grad_z * half
         g1 = g1 - half * g1.sum(-1, keepdim=True)
         g0 = -0.5 * grad_z * pi

@@ -1,6 +1,6 @@
 """Categorical estimators that evaluate ``f`` at modified copies of one draw: AR, ARS, ARSM, ARSM+, IndeCateR.
 
-Notation (docs/design.md section 9): logits ``phi`` ``(*batch, D, C)``, ``p = softmax(phi)``. The ARSM
+Notation (docs/design.md section 10): logits ``phi`` ``(*batch, D, C)``, ``p = softmax(phi)``. The ARSM
 family (Yin, Yue & Zhou, ICML 2019) augments each variable with ``pi ~ Dirichlet(1_C)``, written as
 ``E = -log u`` (``u`` uniform, ``pi = E / sum E``), and draws ``z = argmin_c (log pi_c - phi_c)``, the
 exponential race, which is the Gumbel-max draw of :meth:`armgrad.families.Categorical.sample` on the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..families import CATEGORICAL, one_hot_argmax
+from ..families import CATEGORICAL, one_hot_argmax, softmax
 from .base import BinaryPointEstimator, Budget, Combined, per_sample
 from .score import IndependentDraws
 
@@ -215,7 +215,7 @@ class IndeCateR(BinaryPointEstimator):
         variables, categories = logits.shape[-2:]
         f = fb.view(-1, variables, categories, *fb.shape[1:])  # (N, D, C, *batch)
         fbar = f.mean(0).movedim(0, -1).movedim(0, -1)  # (*batch, D, C)
-        p = torch.softmax(logits, -1)
+        p = softmax(logits)
         baseline = (p * fbar).sum(-1, keepdim=True)
         weights = (p.movedim(-1, 0).movedim(-1, 0) / (f.shape[0] * variables)).expand(f.shape)
         return Combined(p * (fbar - baseline), weights.reshape(fb.shape))
