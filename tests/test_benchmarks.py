@@ -19,12 +19,17 @@ def test_suite_writes_every_section(tmp_path):
     threads = torch.get_num_threads()
     try:
         suite.main(["--repeats", "1", "--models", "linear", "--checkpoint", str(tmp_path / "none.pt"),
-                    "--only", "grad", "multisample", "step", "layers", "--out", str(tmp_path)])
+                    "--only", "grad", "multisample", "categorical", "step", "layers", "--out", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
-    result = json.loads((tmp_path / "grad_multisample_step_layers.json").read_text())
+    result = json.loads((tmp_path / "grad_multisample_categorical_step_layers.json").read_text())
     sections = result["sections"]
-    assert set(sections) == {"grad", "multisample", "step", "layers"}
+    assert set(sections) == {"grad", "multisample", "categorical", "step", "layers"}
+    from armgrad import categorical
+
+    measured = {row["case"]: row for row in sections["categorical"]["rows"]}
+    assert set(measured) >= set(select(categorical.ESTIMATORS, evaluates_f_at=lambda where: where != ENUMERATION))
+    assert measured["arsm"]["f_evaluations"] == 46 and measured["indecater"]["f_evaluations"] == 200
     # every estimator of the registries is measured, each against its reference
     names = {row["case"] for row in sections["grad"]["rows"]}
     assert names == {"bare (sample + f)"} | set(select(evaluates_f_at=lambda where: where != ENUMERATION))
@@ -33,7 +38,7 @@ def test_suite_writes_every_section(tmp_path):
     step = {row["case"]: row for row in sections["step"]["rows"]}
     assert set(step) == {"floor", *suite.STEP_ESTIMATORS} and step["floor"]["ratio_to_floor"] == 1.0
     assert [row["layers"] for row in sections["layers"]["rows"]] == [1, 2, 3, 4]
-    assert "| linear | arm |" in (tmp_path / "grad_multisample_step_layers.md").read_text()
+    assert "| linear | arm |" in (tmp_path / "grad_multisample_categorical_step_layers.md").read_text()
 
 
 def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):

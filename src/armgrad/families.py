@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_finite
+from ._checks import check_finite, check_logits as check_bernoulli_logits
 
 
 class Family:
@@ -79,9 +79,7 @@ class Bernoulli(Family):
 
     def check_logits(self, logits) -> None:
         """Logits must be a finite floating-point tensor of shape ``(*batch, D)`` with ``D >= 1``."""
-        from ._checks import check_logits
-
-        check_logits(logits)
+        check_bernoulli_logits(logits)
 
 
 class Categorical(Family):
