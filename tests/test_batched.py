@@ -45,16 +45,22 @@ def load(path):
     return torch.load(path / "checkpoint.pt", weights_only=False)
 
 
-def assert_same_run(a, b, atol, rtol=0.0, optimizer=True):
-    """The same run: parameters within ``atol`` (0: identical), the same random streams and rows."""
+def assert_same_run(a, b, atol, rtol=0.0, optimizer=True, scaled=False):
+    """The same run: parameters within ``atol`` (0: identical), the same random streams and rows.
+
+    ``scaled``: ``atol`` is relative to each tensor's largest magnitude (float32 sums taken in another
+    order differ by a few ulps of the tensor's scale, not of each element).
+    """
+    def close(x, y, what):
+        tol = atol * float(y.abs().max()) if scaled else atol
+        torch.testing.assert_close(x, y, rtol=rtol, atol=tol, msg=lambda m: f"{what}: {m}")
+
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=rtol, atol=atol,
-                                   msg=lambda m, key=key: f"{key}: {m}")
+        close(a["model"][key], b["model"][key], key)
     if optimizer:
         for index, state in a["optimizers"]["model"]["state"].items():
             for key in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(state[key], b["optimizers"]["model"]["state"][index][key], rtol=rtol,
-                                           atol=atol, msg=lambda m, key=key: f"{key}: {m}")
+                close(state[key], b["optimizers"]["model"]["state"][index][key], key)
     assert torch.equal(a["data_gen"], b["data_gen"]) and torch.equal(a["noise_gens"][0], b["noise_gens"][0])
     assert a["step"] == b["step"] and len(a["rows"]) == len(b["rows"])
 
@@ -64,14 +70,18 @@ def test_runs_in_a_batch_train_what_they_train_alone_after_1000_steps(data, tmp_
     parameters within 1e-7 while every Bernoulli draw agrees (relative 1e-5 for Adam's moments); the batched products sum in another
     order, and once in a while a draw ``u < s(phi)`` lands on the other side of the threshold, after
     which the two runs differ by one sample's worth (here 6e-4 in one prior logit of one run). The
-    test allows 2e-3 and checks the first 20 steps to 1e-6; the random streams are the same."""
+    test allows 2e-3 and checks the first 20 steps to 1e-5 of each tensor's scale (REINFORCE-LOO's
+    signal is a difference of two values of f near 500 nats, whose float32 rounding differs between the
+    batched and the single product by an ulp, 3e-5: on one CPU that left Adam's moments 1.2e-6 apart at
+    scale 0.3, over the 1e-6 this test once allowed); the random streams are the same."""
     short = train_runs(runs(data, tmp_path / "short", steps=20, eval_every=20, checkpoint_every=20))
     batch = train_runs(runs(data, tmp_path / "batch", steps=1000, eval_every=500, checkpoint_every=500))
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
         train(config(data, tmp_path / f"short-{name}", estimator=estimator, seed=s, steps=20, eval_every=20,
                      checkpoint_every=20))
-        assert_same_run(load(tmp_path / f"short-{name}"), load(tmp_path / "short" / name), atol=1e-6, rtol=1e-5)
+        assert_same_run(load(tmp_path / f"short-{name}"), load(tmp_path / "short" / name), atol=1e-5, rtol=1e-5,
+                        scaled=True)
         alone = train(config(data, tmp_path / f"alone-{name}", estimator=estimator, seed=s, steps=1000,
                              eval_every=500, checkpoint_every=500))
         assert_same_run(load(tmp_path / f"alone-{name}"), load(tmp_path / "batch" / name), atol=2e-3, optimizer=False)

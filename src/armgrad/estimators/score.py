@@ -49,8 +49,9 @@ class ReinforceLOO(IndependentDraws):
     """REINFORCE with the leave-one-out baseline (Kool, van Hoof & Welling, 2019).
 
     With ``K = num_samples >= 2`` independent draws ``b_k = 1[u_k < p]``:
-    ``g_d = 1/K sum_k (f_k - mean_{j != k} f_j) (b_k,d - p_d)``.
-    Unbiased, because each baseline is independent of the draw it multiplies.
+    ``g_d = 1/K sum_k (f_k - mean_{j != k} f_j) (b_k,d - p_d)``, which for ``K = 2`` is
+    ``1/2 (f_1 - f_2)(b_1,d - b_2,d)`` (computed so). Unbiased, because each baseline is independent of
+    the draw it multiplies.
     """
 
     name, unbiased = "reinforce_loo", True
@@ -60,5 +61,10 @@ class ReinforceLOO(IndependentDraws):
 
     def combine(self, fb, b, logits, noise, **options) -> Combined:
         k = fb.shape[0]
+        if k == 2:
+            # the same estimate written as a pair, 1/2 (f_1 - f_2)(b_1 - b_2): exactly zero where the two draws
+            # agree, as the exact expression is (the general form leaves rounding noise there, which Adam's
+            # normalised first steps turn into full-size steps of random sign)
+            return Combined(per_sample(0.5 * (fb[0] - fb[1]), self.family.event_dims) * (b[0] - b[1]))
         baseline = (fb.sum(0, keepdim=True) - fb) / (k - 1)
         return Combined((per_sample(fb - baseline, self.family.event_dims) * self.family.score(b, logits)).mean(0))
