@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..families import CATEGORICAL, softmax
-from .base import BinaryPointEstimator, Budget, Combined, per_sample
+from .base import BinaryPointEstimator, Budget, Combined, Estimate, evaluate, per_sample, value_of
 
 ORDERS = (None, "ascending", "descending")
 
@@ -79,22 +79,37 @@ class StickBreakingPairs(BinaryPointEstimator):
         _check_order(order)
         perm = _permutation(logits, order)
         s, _, _ = _stick(logits, perm)
-        decisions = torch.cat([noise > 1 - s, noise < s])
-        z = F.one_hot(_chain(decisions), logits.shape[-1]).to(logits.dtype)
+        return self._one_hot(_chain(torch.cat([noise > 1 - s, noise < s])), perm, logits)
+
+    @staticmethod
+    def _one_hot(position, perm, logits):
+        z = F.one_hot(position, logits.shape[-1]).to(logits.dtype)
         return z if perm is None else torch.zeros_like(z).scatter_(-1, perm.expand(z.shape), z)
 
     def combine(self, fb, b, logits, noise, order=None) -> Combined:
         _check_order(order)
         perm = _permutation(logits, order)
-        s, tail, p = _stick(logits, perm)
         category = _category(b)
         position = category if perm is None else torch.gather(
             _positions(perm).expand(*b.shape[:-1], -1), -1, category.unsqueeze(-1)).squeeze(-1)
-        pairs = noise.shape[0]
-        z1, z2 = position[:pairs], position[pairs:]
+        return self._gradient(fb, position, perm, *_stick(logits, perm))
+
+    def _gradient(self, fb, position, perm, s, tail, p) -> Combined:
+        pairs = fb.shape[0] // 2
         diff = per_sample(0.5 * (fb[:pairs] - fb[pairs:]), 2)  # (P, *batch, 1, 1)
-        grad = self.signal(diff, s, tail, p, z1, z2)
+        grad = self.signal(diff, s, tail, p, position[:pairs], position[pairs:])
         return Combined(grad if perm is None else torch.zeros_like(grad).scatter_(-1, perm, grad))
+
+    def estimate(self, f, logits, noise, num_samples, order=None) -> Estimate:
+        """:meth:`sample`, the one call of ``f`` and :meth:`combine`, with the chain computed once."""
+        _check_order(order)
+        phi = logits.detach()
+        perm = _permutation(phi, order)
+        s, tail, p = _stick(phi, perm)
+        position = _chain(torch.cat([noise > 1 - s, noise < s]))
+        fb = evaluate(f, self._one_hot(position, perm, phi), 2)
+        grad, weights = self._gradient(fb.detach(), position, perm, s, tail, p)
+        return Estimate(value_of(fb, weights), grad)
 
 
 class DisARM(StickBreakingPairs):
@@ -152,6 +167,9 @@ class DisARMIW(StickBreakingPairs):
 
     def combine(self, fb, b, logits, noise) -> Combined:
         return super().combine(fb, b, logits, noise, order="ascending")
+
+    def estimate(self, f, logits, noise, num_samples) -> Estimate:
+        return super().estimate(f, logits, noise, num_samples, order="ascending")
 
     def signal(self, diff, s, tail, p, z1, z2):
         m = torch.minimum(z1, z2)
