@@ -64,9 +64,40 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys, flags, match):
 
 
 def test_missing_data_is_a_failure_with_a_message(tmp_path, capsys):
-    err = fails(["vae", "--dataset", "mnist", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")],
+    (tmp_path / "empty").mkdir()
+    err = fails(["vae", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r")],
                 capsys, 1, "file train-images-idx3-ubyte not found")
     assert "--data-dir" in err
+
+
+def test_a_data_folder_that_does_not_exist_is_refused_not_replaced_by_the_system_copy(tmp_path, capsys):
+    fails(["vae", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "no-such-folder"), "--out",
+           str(tmp_path / "r")], capsys, 2, "is not an existing folder")
+    assert not (tmp_path / "r").exists()
+    from armgrad.data import load_dataset
+
+    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+        load_dataset("fashion-mnist", tmp_path / "no-such-folder")
+
+
+def test_results_record_where_the_data_came_from(data, tmp_path):
+    import gzip
+    import hashlib
+    from pathlib import Path
+
+    assert cli.main(tiny(data, tmp_path / "r")) == 0
+    files = json.loads((tmp_path / "r" / "results.json").read_text())["data_files"]
+    assert len(files) == 4 and all(Path(p).is_file() and Path(p).is_relative_to(Path(data).resolve()) for p in files)
+    for path, digest in files.items():
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("flag", [["--out", ""], ["--out", "  "]])
+def test_an_empty_output_folder_is_refused(tmp_path, capsys, flag):
+    fails(["vae", *flag], capsys, 2, "empty path")
+    fails(["report", str(tmp_path), *flag], capsys, 2, "empty path")
 
 
 def test_report_of_nothing(tmp_path, capsys):
@@ -220,3 +251,64 @@ def test_protocol_presets_and_what_overrides_them(tmp_path, data):
     assert torch.equal(prior, torch.zeros_like(prior))  # the RODEO protocol's prior stays at p = 1/2
     assert cli.main(tiny(data, tmp_path / "disarm")) == 0
     assert json.loads((tmp_path / "disarm" / "results.json").read_text())["config"]["lr"] == 1e-4
+
+
+def test_resume_cannot_make_a_run_shorter_but_can_make_it_longer(data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(tiny(data, out)) == 0  # 4 steps
+    before = (out / "results.json").read_text()
+    err = fails([*tiny(data, out), "--resume", "--steps", "2"], capsys, 2, "is already at step 4")
+    assert "--steps 4 or more" in err
+    assert (out / "results.json").read_text() == before  # untouched
+    assert cli.main([*tiny(data, out), "--resume", "--steps", "6"]) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 6
+
+
+def test_resume_of_a_finished_run_without_its_checkpoint_is_refused(data, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(tiny(data, out)) == 0
+    (out / "checkpoint.pt").unlink()
+    fails([*tiny(data, out), "--resume"], capsys, 2, "no checkpoint.pt: --resume cannot continue it")
+
+
+@pytest.mark.parametrize("lr", ["1e3", "1e30"])
+def test_a_diverged_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(data, tmp_path, capsys, lr):
+    import torch
+
+    out = tmp_path / "r"
+    args = tiny(data, out, "--lr", lr)
+    for flag, value in (("--steps", "600"), ("--checkpoint-every", "100"), ("--eval-every", "100")):
+        args[args.index(flag) + 1] = value
+    err = fails(args, capsys, 1, "training diverged between steps")
+    assert "try a smaller --lr" in err and ("is intact" in err or "no checkpoint had been written yet" in err)
+    assert not (out / "results.json").exists()  # a diverged run reports no numbers
+    if (out / "checkpoint.pt").exists():  # the last checkpoint written is a good one
+        state = torch.load(out / "checkpoint.pt", weights_only=False)
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+        assert f"(step {state['step']:,})" in err
+
+
+def test_json_says_which_values_overflowed_and_which_were_not_computed(tmp_path):
+    from armgrad.experiments.reporting import json_safe, write_json
+
+    data = {"grad_var": float("inf"), "low": float("-inf"), "test_bound": float("nan"), "ok": 1.5}
+    write_json(tmp_path / "r.json", data)
+    assert json.loads((tmp_path / "r.json").read_text()) == {"grad_var": "inf", "low": "-inf", "test_bound": None,
+                                                              "ok": 1.5}
+    assert json_safe([float("inf")]) == ["inf"]
+
+
+def test_metrics_csv_is_replaced_whole_never_rewritten_in_place(tmp_path, monkeypatch):
+    from armgrad.experiments import reporting
+
+    path = tmp_path / "metrics.csv"
+    reporting.write_csv(path, [{"step": 1, "x": 1.0}])
+    before = path.read_text()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reporting.os, "replace", disk_full)  # the write fails at its last moment
+    with pytest.raises(OSError):
+        reporting.write_csv(path, [{"step": 1, "x": 1.0}, {"step": 2, "x": 2.0}])
+    assert path.read_text() == before  # the old file whole, not empty or cut mid-row

@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -27,8 +28,9 @@ import torch
 
 from . import ESTIMATORS, categorical, diagnostics, multisample
 from .estimators import ENUMERATION, get_estimator, select
+from .experiments.reporting import StorageFullError, json_safe
 from .experiments.training import ConfigurationError
-from .experiments import parallel
+from .experiments import locks, parallel
 
 log = logging.getLogger("armgrad")
 
@@ -171,17 +173,18 @@ def _train_from_args(args, config_class, train, kind: str) -> int:
         log.setLevel(logging.WARNING)
     finished = False
     try:
-        # before loading any data: the shards a launcher implies, and the run folder
+        # before loading any data: the shards a launcher implies, and the run folder, held by the main process
         config = dataclasses.replace(config, shards=parallel.check_shards(config.shards, config.batch_size))
-        if parallel.is_main():
-            prepare_out(config, resume=args.resume, overwrite=args.overwrite)
-        log.info("%s", describe(config, kind))
-        results = train(config, resume=args.resume)
+        with locks.hold([config.out]) if parallel.is_main() else contextlib.nullcontext():
+            if parallel.is_main():
+                prepare_out(config, resume=args.resume, overwrite=args.overwrite)
+            log.info("%s", describe(config, kind))
+            results = train(config, resume=args.resume)
         finished = True
     finally:
         parallel.close(finished)
     if parallel.rank_at_launch() == 0:
-        print(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
+        print(json.dumps(json_safe({k: v for k, v in results.items() if k != "config"}), indent=1, allow_nan=False))
     return 0
 
 
@@ -250,6 +253,24 @@ nonnegative_float = _number(float, 0.0, True, "a number >= 0")
 at_least_two = _number(int, 2, True, "an integer >= 2")
 
 
+def folder(text: str) -> str:
+    """An argparse type: a folder to write into, not empty (``""`` would be the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path (it would mean the current directory)")
+    return text
+
+
+def out_path(text: str) -> Path:
+    return Path(folder(text))
+
+
+def existing_folder(text: str) -> str:
+    """An argparse type: a folder that exists (a data folder the user names is never silently replaced)."""
+    if not Path(folder(text)).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing folder")
+    return text
+
+
 def estimator_name(text: str) -> str:
     """An argparse type: a registered estimator (single- or multi-sample), with a suggestion for a typo."""
     known = list(dict.fromkeys([*ESTIMATORS, *multisample.ESTIMATORS]))
@@ -265,6 +286,7 @@ FLAG_TYPES = {
     "checkpoint_every": positive_int, "num_samples": positive_int, "test_samples": positive_int,
     "eval_samples": positive_int, "grad_var_draws": at_least_two, "seed": count, "lr": positive_float,
     "prior_lr": nonnegative_float, "control_lr": positive_float, "slope": nonnegative_float, "estimator": estimator_name,
+    "out": folder, "data_dir": existing_folder,
 }
 
 FLAG_HELP = {
@@ -367,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--draws", type=at_least_two, default=5000, help="estimates drawn per estimator")
     demo.add_argument("--budgets", type=positive_int, nargs="+", default=[2, 8], help="f evaluations per estimate")
     demo.add_argument("--seed", type=count, default=0, help="the problem and the draws")
-    demo.add_argument("--out", type=Path, default=None, help="folder for results.json and report.md")
+    demo.add_argument("--out", type=out_path, default=None, help="folder for results.json and report.md")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     toy = add("toy", help="the toy problem E[(b - p0)^2] of the ARM and RELAX papers")
     toy.add_argument("--quick", action="store_true", help="a smaller study, under a minute")
@@ -381,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (None: 0.01)")
     toy.add_argument("--estimators", nargs="+", type=estimator_name, default=None,
                      help="estimators to run (None: every unbiased one)")
-    toy.add_argument("--out", type=Path, default=Path("runs/toy"), help="the study's folder")
+    toy.add_argument("--out", type=out_path, default=Path("runs/toy"), help="the study's folder")
     toy.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
     from .data import DATASETS
@@ -415,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = add("report", help="one Markdown table and figure from many runs")
     report.add_argument("runs", nargs="+", type=Path, help="run folders (or folders of run folders)")
-    report.add_argument("--out", type=Path, default=None, help="where to write report.md and the figure")
+    report.add_argument("--out", type=out_path, default=None, help="where to write report.md and the figure")
     report.add_argument("--reference", default="arm", type=estimator_name,
                         help="the estimator every other one is compared with, seed by seed")
     report.add_argument("--markdown", action="store_true",
@@ -438,7 +460,8 @@ class _StderrHandler(logging.StreamHandler):
 
 COMMANDS = {"demo": run_demo, "toy": run_toy, "vae": run_vae, "sbn": run_sbn, "study": run_study,
             "report": run_report}
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, ModuleNotFoundError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, ModuleNotFoundError,
+               StorageFullError)
 
 
 def main(argv=None) -> int:
@@ -459,9 +482,16 @@ def main(argv=None) -> int:
                                                                                "estimator": estimator}))
     debug = args.debug or os.environ.get("ARMGRAD_DEBUG", "") not in ("", "0")
     prog = f"armgrad {args.command}"
+    previous = _terminate_as_interrupt()
     try:
         with _logging_beside_progress_bars():
             return COMMANDS[args.command](args)
+    except Terminated:
+        if debug:
+            raise
+        print(f"\n{prog}: terminated (SIGTERM; a run continues from its last checkpoint with --resume)",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         if debug:
             raise
@@ -483,6 +513,26 @@ def main(argv=None) -> int:
         print(f"{prog}: internal error: {type(error).__name__}: {error} (run again with --debug for the "
               "traceback, and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a scheduler sends before it kills), raised where the process is, as Ctrl-C is: every
+    ``finally`` runs (the run folder's lock is released, no temporary file is left)."""
+
+
+def _terminate_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` while a command runs; return the previous handler (``None``
+    when signals cannot be set here, outside the main thread)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
 
 
 def _logging_beside_progress_bars():

@@ -17,10 +17,12 @@ recorded; otherwise the error says which file, where it was looked for and how t
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,11 +104,26 @@ def _candidates(source: Source, data_dir) -> list[Path]:
     return dirs
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return _content_sha256_uncached(Path(path))
+
+
 def _content_sha256(path: Path) -> str:
+    """SHA-256 of the file's content (of the decompressed bytes for ``.gz``), computed once per file version."""
+    stat = Path(path).stat()
+    return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _content_sha256_uncached(path: Path) -> str:
     digest = hashlib.sha256()
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataFormatError(f"{path} is damaged (truncated, or not the compressed file its name says: {error}); "
+                              f"delete it and fetch it again") from None
     return digest.hexdigest()
 
 
@@ -177,6 +194,7 @@ class BinaryImages:
     valid: torch.Tensor
     test: torch.Tensor
     _fixed: dict = field(default_factory=dict, repr=False)
+    files: dict = field(default_factory=dict)  # where the data came from: path -> SHA-256 of its content
 
     @property
     def train_mean(self) -> torch.Tensor:
@@ -220,7 +238,19 @@ def load_dataset(name: str, data_dir=None, download: bool = True) -> BinaryImage
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     source, binarization = DATASETS[name]
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not an existing folder (a folder you name is searched "
+                                f"first and must exist; leave it out to search the cache and system folders)")
+    try:
+        return _load(name, source, binarization, data_dir, download)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataFormatError(f"{source.title}: a data file is damaged (truncated or not what its name says: "
+                              f"{error}); delete it and fetch it again") from None
+
+
+def _load(name, source, binarization, data_dir, download) -> BinaryImages:
     paths = [locate(source, f, data_dir, download) for f in source.files]
+    files = {str(p.resolve()): _content_sha256(p) for p in paths}
     if source is OMNIGLOT:
         train, test = (torch.from_numpy(a) for a in read_chardata(paths[0]))
         train, valid = _hold_out(train, 1345, 24345)
@@ -231,4 +261,4 @@ def load_dataset(name: str, data_dir=None, download: bool = True) -> BinaryImage
         train, valid = _hold_out(full, 10000, 60000)
     if binarization == "threshold":
         train, valid, test = ((x > 0.5).float() for x in (train, valid, test))
-    return BinaryImages(name, binarization, train, valid, test)
+    return BinaryImages(name, binarization, train, valid, test, files=files)

@@ -129,12 +129,18 @@ def dirichlet_copula(u: torch.Tensor) -> torch.Tensor:
     n = u.shape[0]
     e = -torch.log(u)
     d = e / e.sum(0, keepdim=True)
-    return (1 - d) ** (n - 1)
+    # (1 - d)^(n-1) in log space: in float32, 1 - d rounds away the ~1/n that matters once n reaches ~1e5
+    return torch.exp((n - 1) * torch.log1p(-d))
 
 
 def _arms_joint_low(m: torch.Tensor, n: int) -> torch.Tensor:
-    """``J(m) = P(b_j = b_k = 1)`` under the Dirichlet copula for ``m = P(b = 1) <= 1/2``."""
-    return torch.clamp(2 * m ** (1.0 / (n - 1)) - 1, min=0) ** (n - 1)
+    """``J(m) = P(b_j = b_k = 1)`` under the Dirichlet copula for ``m = P(b = 1) <= 1/2``:
+    ``(2 m^(1/(n-1)) - 1)^(n-1)``, computed as ``exp((n-1) log1p(2 expm1(log(m)/(n-1))))`` so that large
+    ``n`` (where ``m^(1/(n-1))`` is within 1e-7 of 1) keeps float32's precision."""
+    x = 2 * torch.expm1(torch.log(m) / (n - 1))  # 2 m^(1/(n-1)) - 2, in (-2, 0]
+    inside = x > -1
+    return torch.where(inside, torch.exp((n - 1) * torch.log1p(torch.where(inside, x, torch.zeros_like(x)))),
+                       torch.zeros_like(x))
 
 
 class ARMS(BinaryPointEstimator):

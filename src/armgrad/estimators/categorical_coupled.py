@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..families import CATEGORICAL, softmax
-from .base import BinaryPointEstimator, Budget, Combined, Estimate, evaluate, per_sample, value_of
+from .base import BinaryPointEstimator, Budget, Combined, per_sample
 
 ORDERS = (None, "ascending", "descending")
 
@@ -100,17 +100,6 @@ class StickBreakingPairs(BinaryPointEstimator):
         grad = self.signal(diff, s, tail, p, position[:pairs], position[pairs:])
         return Combined(grad if perm is None else torch.zeros_like(grad).scatter_(-1, perm, grad))
 
-    def estimate(self, f, logits, noise, num_samples, order=None) -> Estimate:
-        """:meth:`sample`, the one call of ``f`` and :meth:`combine`, with the chain computed once."""
-        _check_order(order)
-        phi = logits.detach()
-        perm = _permutation(phi, order)
-        s, tail, p = _stick(phi, perm)
-        position = _chain(torch.cat([noise > 1 - s, noise < s]))
-        fb = evaluate(f, self._one_hot(position, perm, phi), 2)
-        grad, weights = self._gradient(fb.detach(), position, perm, s, tail, p)
-        return Estimate(value_of(fb, weights), grad)
-
 
 class DisARM(StickBreakingPairs):
     """Categorical DisARM on the stick-breaking chain (Dong, Mnih & Tucker, NeurIPS 2021).
@@ -168,8 +157,6 @@ class DisARMIW(StickBreakingPairs):
     def combine(self, fb, b, logits, noise) -> Combined:
         return super().combine(fb, b, logits, noise, order="ascending")
 
-    def estimate(self, f, logits, noise, num_samples) -> Estimate:
-        return super().estimate(f, logits, noise, num_samples, order="ascending")
 
     def signal(self, diff, s, tail, p, z1, z2):
         m = torch.minimum(z1, z2)

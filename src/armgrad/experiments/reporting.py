@@ -5,11 +5,15 @@ Numbers go to CSV and JSON, curves to PNG (matplotlib, headless), summaries to M
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -116,16 +120,49 @@ def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    user_mode(tmp)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        user_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:  # a full disk, Ctrl-C, SIGTERM: no temporary left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(error, OSError) and storage_full(error, path.parent):
+            raise StorageFullError(f"the disk holding {path.parent} is full: could not write {path.name} "
+                                   f"(the previous {path.name}, if any, is intact); free some space and run the same "
+                                   f"command with --resume") from error
+        raise
+
+
+class StorageFullError(OSError):
+    """A run file could not be written: the disk (or the user's file-size or quota limit) is full."""
+
+
+def storage_full(error: BaseException, folder) -> bool:
+    """Whether ``error`` (an ``OSError``, or torch's ``RuntimeError`` from a failed write) means no space."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    if isinstance(error, RuntimeError):  # torch.save's writer reports a short write as an "enforce fail"
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free < 64 * 2**20 or _over_file_size_limit()
+    return False
+
+
+def _over_file_size_limit() -> bool:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return soft != resource.RLIM_INFINITY
 
 
 def json_safe(data):
-    """``data`` with every nan or infinity replaced by ``None`` (JSON has no NaN: it becomes ``null``)."""
+    """``data`` as strict JSON can hold it: nan (what was not computed) becomes ``None`` (``null``), and an
+    infinity, which was computed and overflowed, the string ``"inf"`` or ``"-inf"``, so the two never read alike."""
     if isinstance(data, float):
-        return data if math.isfinite(data) else None
+        if math.isnan(data):
+            return None
+        return data if math.isfinite(data) else ("inf" if data > 0 else "-inf")
     if isinstance(data, dict):
         return {k: json_safe(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
@@ -141,14 +178,13 @@ def write_json(path: Path, data) -> None:
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
     """Rows of dicts as a CSV with a header line: every key that occurs, a blank where one is missing
     or was not computed (``None`` or nan)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows([{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                           for k, v in row.items()} for row in rows])
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                       for k, v in row.items()} for row in rows])
+    write_atomic(path, text.getvalue())  # never a file cut mid-row, even on a full disk
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -21,7 +21,7 @@ from ..models.sbn import StochasticBinaryNetwork
 from ..network import ancestral_sample, chain_estimate
 from .reporting import progress, pyplot
 from . import parallel
-from .training import (LOG_EVERY, RunLog, TrainingConfig, adam, backward_step, check_same_configuration,
+from .training import (LOG_EVERY, DivergenceGuard, RunLog, TrainingConfig, adam, backward_step, check_same_configuration,
                        common_results, control_parameters, estimator_state, finish, load_estimator_state,
                        make_estimators, noise_generators, restore_generators, training_row, with_controls)
 
@@ -148,13 +148,17 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     controls = control_parameters(estimators)  # learned by the estimators, outside DDP
     bar = progress(total=config.steps, desc=f"SBN {config.model} {config.estimator}", disable=not main, initial=start)
     window_start = run.elapsed()
+    guard = DivergenceGuard(config, data.train.shape[1], start)
     pending = []  # each step's loss, still on the device
     for step in range(start, config.steps):
         indices = torch.randint(data.train.shape[0], (config.batch_size,), generator=data_gen)
         x = data.train_batch(indices, data_gen).to(device, non_blocking=True)
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        pending.append(backward_step(loss_fn, x, noise, mine, estimators))
+        try:
+            pending.append(backward_step(loss_fn, x, noise, mine, estimators))
+        except ValueError as error:  # non-finite logits or f: the parameters diverged at the last step
+            guard.step_failed(error, step)
         parallel.average_grads(controls)  # DDP averages the model's gradients, not these
         for optimizer in optimizers.values():
             optimizer.step()
@@ -163,9 +167,13 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
         final = done == config.steps
         evaluating = done % config.eval_every == 0 or final
         if done % LOG_EVERY == 0 or evaluating or done % config.checkpoint_every == 0:  # one read from the device
-            running += parallel.mean_over_processes(torch.stack(pending)).tolist()
+            read = parallel.mean_over_processes(torch.stack(pending)).tolist()
+            guard.check_losses(read, done)
+            running += read
             pending = []
             bar.set_postfix({"train_nll": f"{sum(running[-LOG_EVERY:]) / len(running[-LOG_EVERY:]):.2f}"})
+        if evaluating or done % config.checkpoint_every == 0:
+            guard.check_parameters(model, done)  # before an evaluation or a checkpoint sees them
         if evaluating:
             row = None
             if main:
@@ -174,6 +182,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
             run.record(parallel.broadcast(row))
             running, window_start = [], run.elapsed()
         if done % config.checkpoint_every == 0 or final:
+            guard.saved(done)
             parallel.collect(noise, mine)  # torchrun: every shard's noise state, to the first process
             run.save(done, {
                 "config": asdict(config), "model": model.state_dict(),
@@ -187,7 +196,8 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     last = run.rows[-1]
     results = common_results(config, run, "train_nll")
     results.update(test_nll_bound=last["test_nll_bound"], valid_nll_bound=last["valid_nll_bound_best"],
-                   best_step=last["best_step"], test_samples=config.test_samples, valid_samples=config.eval_samples)
+                   best_step=last["best_step"], test_samples=config.test_samples, valid_samples=config.eval_samples,
+                   data_files=data.files)
     curves = (("train_nll", "train -log p(x_lower | b), 1 sample"), ("valid_nll_bound", f"valid bound, M={config.eval_samples}"))
     return finish(run, results, curves, f"{config.dataset} SBN {config.model} {config.estimator}")
 

@@ -27,6 +27,7 @@ import torch
 from ..estimators import BINARY, get_estimator
 from .. import multisample
 from .reporting import log
+from . import locks
 from .training import ConfigurationError, prepare_out
 from .vae import VAEConfig
 
@@ -87,15 +88,16 @@ def run_study(configs: list, resume: bool = False, overwrite: bool = False, runs
     for config in configs:
         if config not in todo:
             log.info("%s: finished, skipped", config.out)
-    for config in todo:
-        prepare_out(config, resume=resume, overwrite=overwrite)
-    plan = batches(todo, runs_per_process)
-    for i, batch in enumerate(plan):
-        log.info("batch %d of %d: %d runs (%s)", i + 1, len(plan), len(batch),
-                 ", ".join(Path(c.out).name for c in batch))
-    if launcher == "local":
-        return [r for batch in plan for r in run_batch(batch, resume, threads)]
-    return _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, Path(configs[0].out).parent)
+    with locks.hold([c.out for c in todo]):  # every run folder, held by this process until the study ends
+        for config in todo:
+            prepare_out(config, resume=resume, overwrite=overwrite)
+        plan = batches(todo, runs_per_process)
+        for i, batch in enumerate(plan):
+            log.info("batch %d of %d: %d runs (%s)", i + 1, len(plan), len(batch),
+                     ", ".join(Path(c.out).name for c in batch))
+        if launcher == "local":
+            return [r for batch in plan for r in run_batch(batch, resume, threads)]
+        return _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, Path(configs[0].out).parent)
 
 
 def _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, out: Path) -> list:

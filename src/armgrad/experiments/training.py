@@ -12,8 +12,11 @@ of it and every process resumes from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import pickle
 import resource
 import shutil
 import tempfile
@@ -25,7 +28,7 @@ import torch
 
 from ..estimators import LearnedControlEstimator, get_estimator
 from . import parallel
-from .reporting import log, pyplot, user_mode, write_csv, write_json
+from .reporting import StorageFullError, log, pyplot, storage_full, user_mode, write_csv, write_json
 
 # what may differ between a checkpoint and the run that resumes it: none of it touches the training stream
 RESUMABLE_CHANGES = ("steps", "eval_every", "checkpoint_every", "out", "data_dir")
@@ -56,18 +59,46 @@ class TrainingConfig:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """``torch.save(state)`` to ``path`` atomically."""
+    """``torch.save(state)`` to ``path`` atomically: a temporary file, then a rename. On every failure (a
+    full disk, Ctrl-C, SIGTERM) the temporary is removed and the previous checkpoint stays intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.")
     os.close(fd)
-    torch.save(state, tmp)
-    user_mode(tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        user_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(error, (OSError, RuntimeError)) and storage_full(error, path.parent):
+            raise StorageFullError(
+                f"the disk holding {path.parent} is full: the checkpoint of step {state.get('step', '?')} could not "
+                f"be written; the previous checkpoint is intact. Free some space and run the same command with "
+                f"--resume") from error
+        raise
+
+
+class DamagedFileError(ValueError):
+    """A run file that cannot be read as what it should be."""
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint, or one line naming the file and what to do when it is damaged or not a checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError,
+            IndexError, KeyError, TypeError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError)):
+            raise
+        raise DamagedFileError(
+            f"{path} is damaged or not an armgrad checkpoint ({type(error).__name__}: {str(error)[:80]}); delete it "
+            f"(the run then starts again from step 0, or use --overwrite) or restore it from a copy") from None
+    if not isinstance(state, dict) or not {"config", "step", "model"} <= set(state):
+        raise DamagedFileError(f"{path} is not an armgrad checkpoint (no config, step and model in it); delete it or "
+                               f"use another --out")
+    return state
 
 
 class RunLog:
@@ -228,6 +259,55 @@ class ConfigurationError(ValueError):
     """The run asked for cannot start as given (the command line answers with exit status 2)."""
 
 
+class DivergedError(ValueError):
+    """Training diverged: a non-finite loss or parameter, or a loss no model of the data can have."""
+
+
+DIVERGED_NATS_PER_PIXEL = 100.0  # a per-example loss above this many nats per pixel: diverged
+
+
+class DivergenceGuard:
+    """Stops a run whose training diverged, with one line naming the steps, the value and what to try.
+
+    ``check_losses`` looks at the per-example losses read from the device (every ``LOG_EVERY`` steps):
+    non-finite, or above ``DIVERGED_NATS_PER_PIXEL`` per pixel (a Bernoulli decoder that is sure of the
+    wrong pixel at logit 100; the uniform model costs 0.69 per pixel). ``check_parameters`` runs before a
+    checkpoint is written, so a diverged run never overwrites its last good checkpoint. ``step_failed``
+    turns the estimators' "non-finite logits" refusal inside a step into the same message.
+    """
+
+    def __init__(self, config, pixels: int, last_saved: int):
+        self.config, self.limit, self.last_saved, self.last_read = config, DIVERGED_NATS_PER_PIXEL * pixels, \
+            last_saved, last_saved
+
+    def _fail(self, done: int, what: str):
+        raise DivergedError(
+            f"{self.config.out}: training diverged between steps {self.last_read + 1:,} and {done:,}: {what}; try a "
+            f"smaller --lr (now {self.config.lr:g}); " + (
+                f"the last checkpoint (step {self.last_saved:,}) is intact and was not overwritten" if self.last_saved
+                else "no checkpoint had been written yet"))
+
+    def check_losses(self, losses, done: int) -> None:
+        bad = [v for v in losses if not math.isfinite(v) or abs(v) > self.limit]
+        if bad:
+            self._fail(done, f"a training loss of {bad[0]:.4g} nats per example (beyond {self.limit:,.0f}, "
+                             f"{DIVERGED_NATS_PER_PIXEL:g} per pixel, or not finite)")
+        self.last_read = done
+
+    def check_parameters(self, module, done: int) -> None:
+        for name, p in module.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                self._fail(done, f"parameter {name} holds nan or inf")
+
+    def saved(self, done: int) -> None:
+        self.last_saved = done
+
+    def step_failed(self, error: ValueError, done: int):
+        if "non-finite" in str(error):
+            self._fail(done, f"{error}")
+        raise error
+
+
 RUN_FILES = ("checkpoint.pt", "metrics.csv", "results.json", "curves.png")
 
 
@@ -250,6 +330,11 @@ def existing_run(out) -> str | None:
 def check_same_configuration(config, saved: dict) -> None:
     """Refuse to resume a checkpoint made with another configuration (only RESUMABLE_CHANGES may differ)."""
     defaults = {f.name: f.default for f in fields(config)}  # a field added since the checkpoint: its default
+    foreign = sorted(set(saved) - set(defaults))
+    if foreign:
+        raise ConfigurationError(
+            f"{config.out}/checkpoint.pt is the checkpoint of another kind of run (it has {', '.join(foreign)}, which "
+            f"this command does not know): resume it with the command that made it, or use another --out")
     changed = sorted(k for k, v in asdict(config).items()
                      if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
     if changed:
@@ -259,20 +344,46 @@ def check_same_configuration(config, saved: dict) -> None:
             f"{', '.join(RESUMABLE_CHANGES)} may change. Give the checkpoint's values, or another --out")
 
 
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a file in it now, rather than fail at the first checkpoint hours later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigurationError(f"cannot write into {folder} ({error.strerror or error}): give a folder you can "
+                                 f"write to with --out") from None
+
+
 def prepare_out(config, resume: bool = False, overwrite: bool = False) -> None:
     """Check the run folder before any work: never overwrite a run silently, never resume another one.
 
     A folder holding a run needs ``resume`` (continue it; its configuration must match) or
     ``overwrite`` (its run files are deleted and training starts again).
     """
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"--out {config.out} is an existing file, not a folder: give a folder for the run")
+    check_writable(out)
     found = existing_run(config.out)
     if found is None:
         if resume:
             log.info("no checkpoint in %s: starting from step 0", config.out)
         return
     if resume:
-        if (Path(config.out) / "checkpoint.pt").exists():
-            check_same_configuration(config, load_checkpoint(Path(config.out) / "checkpoint.pt")["config"])
+        checkpoint = Path(config.out) / "checkpoint.pt"
+        if not checkpoint.exists():
+            raise ConfigurationError(
+                f"{config.out} holds a run ({found}) but no checkpoint.pt: --resume cannot continue it and would "
+                f"train from step 0 silently; use --overwrite to train it again from step 0, or another --out")
+        state = load_checkpoint(checkpoint)
+        check_same_configuration(config, state["config"])
+        if state["step"] > config.steps:
+            raise ConfigurationError(
+                f"{config.out} is already at step {state['step']:,}: --steps {config.steps:,} would make the run "
+                f"shorter than it is (its results would mix the two lengths); give --steps {state['step']:,} or "
+                f"more to continue it (e.g. --steps {2 * state['step']:,}), or another --out")
         return
     if overwrite:
         for name in RUN_FILES:

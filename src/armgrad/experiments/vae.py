@@ -29,7 +29,7 @@ from . import parallel
 from .mixture import RunMixture
 from .reporting import log, progress
 from .training import (LOG_EVERY, ConfigurationError, RunLog, TrainingConfig, adam, backward_step,
-                       check_same_configuration, common_results, control_parameters, estimator_state, finish,
+                       DivergenceGuard, check_same_configuration, common_results, control_parameters, estimator_state, finish,
                        load_estimator_state, make_estimators, noise_generators, restore_generators, training_row,
                        with_controls)
 
@@ -219,6 +219,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     bar = progress(total=steps, initial=start, disable=not main,
                    desc=f"{first.model} {first.estimator}" if num_runs == 1 else f"{first.model}, {num_runs} runs")
     window_start = runs[0].elapsed()
+    guard = DivergenceGuard(first, data.train.shape[1], start)
     pending = []  # each step's loss per run, still on the device
     for step in range(start, steps):
         xs = [data.train_batch(torch.randint(data.train.shape[0], (c.batch_size,), generator=g), g)
@@ -226,7 +227,10 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         x = (xs[0] if num_runs == 1 else torch.stack(xs)).to(device, non_blocking=True)  # (R, batch, 784); one run: no R
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        pending.append(backward_step(loss_fn, x, noise, mine, estimators).reshape(num_runs))
+        try:
+            pending.append(backward_step(loss_fn, x, noise, mine, estimators).reshape(num_runs))
+        except ValueError as error:  # non-finite logits or f: the parameters diverged at the last step
+            guard.step_failed(error, step)
         parallel.average_grads(controls)  # DDP averages the model's gradients, not these
         for optimizer in optimizers.values():
             optimizer.step()
@@ -237,11 +241,13 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         checkpoint = done % first.checkpoint_every == 0 or final or done == stop_at
         if done % LOG_EVERY == 0 or evaluating or checkpoint:  # the one read of the losses from the device
             for r, values in enumerate(parallel.mean_over_processes(torch.stack(pending)).T.tolist()):
+                guard.check_losses(values, done)
                 running[r] += [-v for v in values]
             pending = []
             recent = [v for values in running for v in values[-LOG_EVERY:]]
             bar.set_postfix({metric: f"{sum(recent) / len(recent):.2f}"})
         if evaluating or checkpoint:
+            guard.check_parameters(model, done)  # before an evaluation or a checkpoint sees them
             unstack_into(model, optimizers, alone, alone_optimizers)
         if evaluating:
             for r, (config, run) in enumerate(zip(configs, runs)):
@@ -252,6 +258,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
                 run.record(parallel.broadcast(row))
             running, window_start = [[] for _ in configs], runs[0].elapsed()
         if checkpoint:
+            guard.saved(done)
             parallel.collect(noise_gens[0], mine)  # torchrun: every shard's noise state, to the first process
             for r, (config, run) in enumerate(zip(configs, runs)):
                 run.set_elapsed(runs[0].elapsed())  # the runs share one clock
@@ -266,8 +273,8 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         return [None] * num_runs
 
     # ---- the results, one folder per run ----
-    return [finish_vae(run, common_results(config, run, metric, runs_in_process=num_runs), config)
-            for config, run in zip(configs, runs)]
+    return [finish_vae(run, {**common_results(config, run, metric, runs_in_process=num_runs), "data_files": data.files},
+                       config) for config, run in zip(configs, runs)]
 
 
 def run_losses(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
