@@ -212,3 +212,63 @@ def test_arms_in_float32_at_ten_million_draws_is_float64s_estimate():
     exact_value, exact_grad = armgrad.exact(f, phi)
     torch.testing.assert_close(value32.double(), exact_value, rtol=2e-3, atol=0)
     torch.testing.assert_close(grad32.double(), exact_grad, rtol=0, atol=5e-3)
+
+
+# ---- the report: each run once, a damaged run skipped and said ----------------------------------------------
+
+@pytest.fixture
+def study(data, tmp_path):
+    """Two estimators x two seeds of 2 steps, as `armgrad study` writes them."""
+    out = tmp_path / "s"
+    assert cli.main(["study", "--dataset", "mnist", "--data-dir", data, "--steps", "2", "--batch-size", "8",
+                     "--eval-every", "1", "--test-samples", "3", "--grad-var-draws", "2", "--estimator", "disarm",
+                     "arm", "--seed", "0", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_a_run_reached_twice_or_copied_counts_once(study, tmp_path, capsys):
+    import shutil
+
+    from armgrad.experiments.report import load_runs, summary, write_report
+
+    shutil.copytree(study / "linear-arm-seed0", study / "copy-of-arm-seed0")
+    loaded = load_runs([study, study / "linear-arm-seed1"])
+    assert len(loaded.results) == 4
+    assert [d[0] for d in loaded.duplicates] == [str(study / "linear-arm-seed0")] or \
+        [d[0] for d in loaded.duplicates] == [str(study / "copy-of-arm-seed0")]
+    text = write_report([study, study / "linear-arm-seed1"])
+    assert "| arm | 2 | 2 |" in text and "is the same run as" in text  # 2 seeds, not 3 (or 4)
+    short = summary([study, study / "linear-arm-seed1"])
+    rows = [line.split() for line in short.splitlines() if line.strip().split()[:1] in (["arm"], ["disarm"])]
+    assert [row[1] for row in rows if "came" not in row] == ["2", "2"]
+    assert "is the same run as" in short
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("results.json:{not json", "is not readable JSON"),
+    ("results.json:", "is not readable JSON"),
+    ("results.json:[1, 2]", "is not an armgrad results file"),
+    ('results.json:{"estimator": "arm", "steps": 2, "test_elbo": "high"}', "test_elbo is 'high', not a number"),
+    ("metrics.csv:step,train_elbo\n1,-500.0\n2", "metrics.csv is missing or damaged"),
+])
+def test_a_damaged_run_is_skipped_named_and_the_others_reported(study, capsys, damage, why):
+    name, content = damage.split(":", 1)
+    (study / "linear-disarm-seed1" / name).write_text(content)
+    assert cli.main(["report", str(study)]) == 1
+    captured = capsys.readouterr()
+    assert why in captured.err and "1 run(s) skipped" in captured.err and "Traceback" not in captured.err
+    assert "disarm" in captured.out and "arm" in captured.out  # the others' report
+    assert "Skipped:" in captured.out
+
+
+def test_a_requeued_submitit_job_resumes_its_batch(data, tmp_path):
+    """SLURM's preemption or time limit: submitit calls the job's checkpoint(), whose resubmission
+    continues the same runs from their checkpoints."""
+    from armgrad.experiments.study import BatchJob, study_configs
+    from test_batched import config
+
+    configs = study_configs(config(data, tmp_path), ["linear"], ["disarm"], [0], tmp_path / "s")
+    job = BatchJob()
+    again = job.checkpoint(configs, False, 1)
+    assert again.args == (configs, True, 1) and isinstance(again.function, BatchJob)
+    assert again.function(*again.args)[0]["steps"] == configs[0].steps  # it runs (from step 0: no checkpoint yet)

@@ -224,10 +224,15 @@ def run_sbn(args) -> int:
 
 
 def run_report(args) -> int:
-    from .experiments.report import summary, write_report
+    from .experiments.report import load_runs, summary, write_report
 
     text = write_report(args.runs, args.out, reference=args.reference)
     print(text if args.markdown else summary(args.runs, args.reference, args.out))
+    skipped = load_runs(args.runs).skipped
+    if skipped:  # the report of the others is printed; the exit status says it is not all of them
+        print(f"armgrad report: error: {len(skipped)} run(s) skipped: " + "; ".join(why for _, why in skipped),
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .reporting import markdown_table, pyplot, write_atomic, write_json
@@ -43,6 +44,79 @@ def find_runs(paths) -> list[Path]:
     return runs
 
 
+@dataclass
+class Runs:
+    """The runs a report reads, each once: ``results`` ``[(folder, results.json, metrics rows)]``, the
+    folders ``skipped`` with why, and the ``duplicates`` (folders that hold a run already counted)."""
+
+    results: list
+    skipped: list = field(default_factory=list)
+    duplicates: list = field(default_factory=list)
+
+    def notes(self) -> str:
+        text = ""
+        if self.duplicates:
+            text += ("\nCounted once: " + "; ".join(f"{dup} is the same run as {kept} (same configuration and seed)"
+                                                     for dup, kept in self.duplicates) + ".\n")
+        if self.skipped:
+            text += "\nSkipped: " + "; ".join(f"{folder} ({why})" for folder, why in self.skipped) + ".\n"
+        return text
+
+
+def _identity(result: dict):
+    """What makes two folders one run: the configuration it was trained with (not where it was written)."""
+    config = result.get("config")
+    if isinstance(config, dict):
+        return json.dumps({k: v for k, v in config.items() if k not in ("out", "data_dir")}, sort_keys=True)
+    return json.dumps([_get(result, k) for k in (*GROUP_KEYS, "seed")])
+
+
+def _read_run(run: Path):
+    """``(results, curve)`` of one run folder, or a ``ValueError`` naming the file and what is wrong."""
+    path = run / "results.json"
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is not readable JSON ({type(error).__name__})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("estimator"), str) or "steps" not in result:
+        raise ValueError(f"{path} is not an armgrad results file (no estimator and steps)")
+    for key in METRICS:
+        if result.get(key) is not None and not isinstance(result[key], (int, float)):
+            raise ValueError(f"{path}: {key} is {result[key]!r}, not a number")
+    try:
+        curve = _curve(run)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{run / 'metrics.csv'} is missing or damaged ({type(error).__name__}: {error})") from None
+    if not curve:
+        raise ValueError(f"{run / 'metrics.csv'} has no rows")
+    return result, curve
+
+
+def load_runs(paths) -> Runs:
+    """Every run under ``paths``, read once and validated; a folder reached twice, or a copy of a run,
+    counts once; a damaged one is skipped with the reason (the others are still reported)."""
+    loaded, seen, by_identity = Runs([]), set(), {}
+    for run in find_runs(paths):
+        where = run.resolve()
+        if where in seen:
+            continue
+        seen.add(where)
+        try:
+            result, curve = _read_run(run)
+        except ValueError as error:
+            loaded.skipped.append((str(run), str(error)))
+            continue
+        identity = _identity(result)
+        if identity in by_identity:
+            loaded.duplicates.append((str(run), by_identity[identity]))
+            continue
+        by_identity[identity] = str(run)
+        loaded.results.append((run, result, curve))
+    if not loaded.results:
+        raise FileNotFoundError("no readable run under " + ", ".join(map(str, paths)) + loaded.notes().replace("\n", " "))
+    return loaded
+
+
 def _get(result: dict, key: str):
     """A run's value of a grouping key; runs from before the objective was recorded trained the ELBO (VAE)
     or the likelihood (SBN)."""
@@ -54,7 +128,7 @@ def _get(result: dict, key: str):
 def default_reference(paths, fallback: str) -> str:
     """ARM where the runs include it (the paper's baseline, as ``armgrad report`` defaults to), else
     ``fallback``: a study writing into a folder that other studies share compares with one baseline."""
-    names = {json.loads((run / "results.json").read_text()).get("estimator") for run in find_runs(paths)}
+    names = {result["estimator"] for _, result, _ in load_runs(paths).results}
     return "arm" if "arm" in names else fallback
 
 
@@ -132,12 +206,17 @@ def _paired_table(entries: list[dict], reference: str) -> str:
 
 def _curve(run: Path) -> list[dict]:
     with open(run / "metrics.csv") as handle:
-        return [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
+        rows = [{k: float(v) if v != "" else math.nan for k, v in row.items()} for row in csv.DictReader(handle)]
+    if any(None in row or "step" not in row or math.isnan(row["step"]) for row in rows):
+        raise ValueError("a row is cut short or has no step")
+    return rows
 
 
 def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
-    runs = find_runs(paths)
-    results = [(run, json.loads((run / "results.json").read_text())) for run in runs]
+    loaded = load_runs(paths)
+    runs = [run for run, _, _ in loaded.results]
+    results = [(run, result) for run, result, _ in loaded.results]
+    curves = {run: curve for run, _, curve in loaded.results}
     groups: dict[tuple, list] = {}
     for run, result in results:
         groups.setdefault(tuple(_get(result, k) for k in GROUP_KEYS), []).append((run, result))
@@ -158,14 +237,14 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
             "train_nll and the *_nll_bound (M-sample bounds on -log p(x_lower | x_upper)), lower is better. "
             "grad_var: mean variance of the encoder gradient; seconds: wall-clock of training and periodic "
             "evaluation.\n\n" + markdown_table(header, rows))
-    text += _load_note([r for _, r in results])
+    text += _load_note([r for _, r in results]) + loaded.notes()
     paired = paired_differences([r for _, r in results], reference)
     text += _paired_table(paired, reference)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "report.json", {"groups": summary, "paired": paired})
-        drawn = _figure(_by_setting((r, _curve(run)) for run, r in results), out / "report.png", reference)
+        drawn = _figure(_by_setting((r, curves[run]) for run, r in results), out / "report.png", reference)
         write_atomic(out / "report.md", text + ("\n![curves](report.png)\n" if drawn else ""))
     return text
 
@@ -186,7 +265,8 @@ def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
     """A short reading for a terminal: per setting an aligned table of the headline numbers, and one
     sentence saying which estimator came out ahead and by how much (paired with the runner-up over
     the seeds both ran, with its standard error where there are several)."""
-    results = [json.loads((run / "results.json").read_text()) for run in find_runs(paths)]
+    loaded = load_runs(paths)
+    results = [result for _, result, _ in loaded.results]
     lines = []
     for setting, estimators in _by_setting((r, r) for r in results).items():
         first = next(iter(next(iter(estimators.values())).values()))
@@ -221,6 +301,9 @@ def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
             lines.append(f"  {best} came out ahead on {metric.replace('_', ' ')}: {abs(mean):.2f} nats "
                          f"{'better' if mean >= 0 else 'worse'} than {second} ({spread}).")
         lines.append("")
+    notes = loaded.notes().strip()
+    if notes:
+        lines.append(notes.replace("\n\n", "\n"))
     if out is not None:
         lines.append(f"report: {Path(out) / 'report.md'}; figure: {Path(out) / 'report.png'}")
     return "\n".join(lines)

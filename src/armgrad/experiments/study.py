@@ -88,16 +88,31 @@ def run_study(configs: list, resume: bool = False, overwrite: bool = False, runs
     for config in configs:
         if config not in todo:
             log.info("%s: finished, skipped", config.out)
+    plan = batches(todo, runs_per_process)  # refuses what cannot share a process before any folder is made
     with locks.hold([c.out for c in todo]):  # every run folder, held by this process until the study ends
         for config in todo:
             prepare_out(config, resume=resume, overwrite=overwrite)
-        plan = batches(todo, runs_per_process)
         for i, batch in enumerate(plan):
             log.info("batch %d of %d: %d runs (%s)", i + 1, len(plan), len(batch),
                      ", ".join(Path(c.out).name for c in batch))
         if launcher == "local":
             return [r for batch in plan for r in run_batch(batch, resume, threads)]
         return _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, Path(configs[0].out).parent)
+
+
+class BatchJob:
+    """A batch as a submitit job that SLURM can requeue: on preemption or at its time limit (submitit's
+    signal), ``checkpoint`` resubmits the same batch with ``resume=True``, which continues every run
+    from its last checkpoint (at most ``--checkpoint-every`` steps are lost). A submitit
+    ``Checkpointable`` by its interface: ``__call__`` and ``checkpoint``."""
+
+    def __call__(self, configs: list, resume: bool, threads: int | None = None) -> list:
+        return run_batch(configs, resume, threads)
+
+    def checkpoint(self, configs: list, resume: bool, threads: int | None = None):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(BatchJob(), configs, True, threads)
 
 
 def _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, out: Path) -> list:
@@ -110,7 +125,7 @@ def _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, out: P
     if slurm_partition:
         parameters["slurm_partition"] = slurm_partition
     executor.update_parameters(**parameters)
-    jobs = [executor.submit(run_batch, batch, resume, threads) for batch in plan]
+    jobs = [executor.submit(BatchJob(), batch, resume, threads) for batch in plan]
     for job, batch in zip(jobs, plan):
         log.info("submitted job %s: %s", job.job_id, ", ".join(Path(c.out).name for c in batch))
     return [r for job in jobs for r in job.result()]
