@@ -24,19 +24,8 @@ import armgrad
 from armgrad import cli
 from armgrad.experiments import locks
 from armgrad.experiments.training import ConfigurationError
-from test_cli import fails, tiny
+from test_cli import data, empty_cache, fails, tiny  # noqa: F401  the fixtures, as the CLI tests use them
 from test_data import write_mnist
-
-
-@pytest.fixture(autouse=True)
-def empty_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def data(tmp_path):
-    write_mnist(tmp_path / "data", n_train=120, n_test=30)
-    return str(tmp_path / "data")
 
 
 def command(data, out, *extra, steps="100000"):
