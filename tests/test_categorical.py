@@ -468,3 +468,17 @@ def test_carms_pair_marginal_has_the_right_margins_and_full_support():
         torch.testing.assert_close(joint.sum(-1), torch.softmax(phi, -1))
         torch.testing.assert_close(joint, joint.transpose(-1, -2))
         assert (joint > 0).all()  # every pair can be drawn: the importance weights exist
+
+
+@pytest.mark.parametrize("name,order", [("disarm", None), ("disarm", "descending"), ("disarm_iw", None)])
+def test_stick_breaking_combine_alone_equals_combine_after_sample(name, order):
+    """combine() reuses the chain sample() built from the same noise; called on its own it rebuilds it from
+    the samples: the two must agree exactly."""
+    est, options = TABLE[name], ({"order": order} if order else {})
+    phi, f = make_problem(3, 5, seed=30)
+    noise = est.draw_noise(4, phi, torch.Generator().manual_seed(0))
+    b = est.sample(phi, noise, **options)
+    fb = f(b)
+    cached = est.combine(fb, b, phi, noise, **options).grad
+    rebuilt = est.combine(fb, b, phi, noise.clone(), **options).grad
+    torch.testing.assert_close(cached, rebuilt, rtol=0, atol=0)

@@ -312,3 +312,14 @@ def test_metrics_csv_is_replaced_whole_never_rewritten_in_place(tmp_path, monkey
     with pytest.raises(OSError):
         reporting.write_csv(path, [{"step": 1, "x": 1.0}, {"step": 2, "x": 2.0}])
     assert path.read_text() == before  # the old file whole, not empty or cut mid-row
+
+
+def test_version_has_one_source(capsys):
+    from importlib.metadata import version
+
+    import armgrad
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith(f"armgrad {armgrad.__version__} ")
+    assert version("armgrad") == armgrad.__version__

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import ESTIMATORS, categorical, diagnostics, multisample
+from . import ESTIMATORS, __version__, categorical, diagnostics, multisample
 from .estimators import ENUMERATION, get_estimator, select
 from .experiments.reporting import StorageFullError, json_safe
 from .experiments.training import ConfigurationError
@@ -380,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (also ARMGRAD_DEBUG=1)")
-    parser = argparse.ArgumentParser(prog="armgrad", description="Gradient estimators for binary stochastic units.",
+    parser = argparse.ArgumentParser(prog="armgrad",
+                                     description="Gradient estimators for binary and categorical stochastic units.",
                                      formatter_class=_Formatter, parents=[common])
+    parser.add_argument("--version", action="version", version=f"armgrad {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, **kwargs):

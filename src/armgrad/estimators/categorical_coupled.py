@@ -75,11 +75,15 @@ class StickBreakingPairs(BinaryPointEstimator):
     def noise_shape(self, num_samples, logits_shape, **options):
         return (num_samples // 2, *logits_shape[:-1], logits_shape[-1] - 1)
 
+    _last = None  # (noise, logits, order, the chain): what sample() computed, for the combine() that follows
+
     def sample(self, logits, noise, order=None):
         _check_order(order)
         perm = _permutation(logits, order)
-        s, _, _ = _stick(logits, perm)
-        return self._one_hot(_chain(torch.cat([noise > 1 - s, noise < s])), perm, logits)
+        s, tail, p = _stick(logits, perm)
+        position = _chain(torch.cat([noise > 1 - s, noise < s]))
+        self._last = (noise, logits.data_ptr(), tuple(logits.shape), order, perm, s, tail, p, position)
+        return self._one_hot(position, perm, logits)
 
     @staticmethod
     def _one_hot(position, perm, logits):
@@ -88,11 +92,16 @@ class StickBreakingPairs(BinaryPointEstimator):
 
     def combine(self, fb, b, logits, noise, order=None) -> Combined:
         _check_order(order)
-        perm = _permutation(logits, order)
-        category = _category(b)
-        position = category if perm is None else torch.gather(
-            _positions(perm).expand(*b.shape[:-1], -1), -1, category.unsqueeze(-1)).squeeze(-1)
-        return self._gradient(fb, position, perm, *_stick(logits, perm))
+        last, self._last = self._last, None
+        if last is not None and last[0] is noise and last[1:4] == (logits.data_ptr(), tuple(logits.shape), order):
+            perm, s, tail, p, position = last[4:]  # the chain sample() just built from this noise and these logits
+        else:  # called on its own (or another thread's sample came between): the chain again, from b
+            perm = _permutation(logits, order)
+            s, tail, p = _stick(logits, perm)
+            category = _category(b)
+            position = category if perm is None else torch.gather(
+                _positions(perm).expand(*b.shape[:-1], -1), -1, category.unsqueeze(-1)).squeeze(-1)
+        return self._gradient(fb, position, perm, s, tail, p)
 
     def _gradient(self, fb, position, perm, s, tail, p) -> Combined:
         pairs = fb.shape[0] // 2
