@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import suite  # noqa: E402
 
 
+@pytest.mark.slow
 def test_suite_writes_every_section(tmp_path):
     threads = torch.get_num_threads()
     try:
@@ -57,6 +58,7 @@ def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):
         assert r["grad_var"] > 0 and r["var_x_evaluations"] == r["grad_var"] * r["f_evaluations"]
 
 
+@pytest.mark.slow
 def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch):
     from test_data import write_mnist
 
@@ -81,6 +83,7 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
     assert rows[2]["ratio"] == pytest.approx(rows[2]["run_steps_per_second"] / rows[1]["run_steps_per_second"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_compile_check_times_every_mode(tmp_path, monkeypatch):
     import compile_check

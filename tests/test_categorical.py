@@ -122,6 +122,7 @@ def test_exact_value_carries_the_pathwise_gradient():
 
 # ---- generated from the registry ------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", [0, 1])
 @pytest.mark.parametrize("name", UNBIASED)
 def test_unbiased_against_enumeration(name, unit):

@@ -109,6 +109,7 @@ def test_debug_shows_the_traceback(tmp_path):
         cli.main(["report", str(tmp_path / "nonexistent"), "--debug"])
 
 
+@pytest.mark.slow
 def test_no_traceback_from_the_installed_command(tmp_path):
     """The real entry point, in a process of its own: the message alone, exit 1."""
     done = subprocess.run([sys.executable, "-m", "armgrad", "report", str(tmp_path / "none")],
@@ -214,6 +215,7 @@ def test_help_shows_every_default(capsys):
     assert "disarm: batch 50, Adam 1e-4, learned prior" in text
 
 
+@pytest.mark.slow
 def test_study_script_says_what_it_does_and_skips_finished_runs(tmp_path, data):
     """scripts/study.sh: one line per run with its log, skipped finished runs, then the summary."""
     from pathlib import Path

@@ -22,6 +22,7 @@ def random_controls(kind, units, seed):
     return est
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rebar", "relax"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_unbiased_for_any_control_parameters(kind, seed):

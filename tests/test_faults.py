@@ -45,6 +45,7 @@ def wait_for(path, seconds=60):
 
 # ---- one process per run folder ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_process_on_a_run_folder_is_refused_and_sigterm_stops_the_first_cleanly(data, tmp_path):
     out = tmp_path / "r"
     first = subprocess.Popen(command(data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,6 +130,7 @@ def test_a_failed_checkpoint_write_leaves_no_temporary_and_the_previous_checkpoi
     assert training.load_checkpoint(path)["step"] == 1
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_named_as_such_from_the_command_line(data, tmp_path):
     """A file-size limit (what a full disk looks like to a user who is not root): the first checkpoint
     cannot be written; one line says so, nothing half-written is left."""
@@ -185,6 +187,7 @@ def test_a_truncated_data_file_is_named(tmp_path, capsys):
 
 # ---- numbers -----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_arms_in_float32_at_ten_million_draws_is_float64s_estimate():
     """The Dirichlet copula's (1 - d)^(n-1) and J(m) lost float32's precision from about 1e5 draws (the value
     2.96 against an exact 3.12 here); on the same uniforms float32 now gives float64's numbers."""
@@ -240,6 +243,7 @@ def test_a_run_reached_twice_or_copied_counts_once(study, tmp_path, capsys):
     ('results.json:{"estimator": "arm", "steps": 2, "test_elbo": "high"}', "test_elbo is 'high', not a number"),
     ("metrics.csv:step,train_elbo\n1,-500.0\n2", "metrics.csv is missing or damaged"),
 ])
+@pytest.mark.slow
 def test_a_damaged_run_is_skipped_named_and_the_others_reported(study, capsys, damage, why):
     name, content = damage.split(":", 1)
     (study / "linear-disarm-seed1" / name).write_text(content)

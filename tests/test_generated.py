@@ -188,11 +188,13 @@ def check_bias_detectable(spec, seed: int = 0) -> None:
 
 # ---- the generated tests ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,budget,controls", one_layer_cases(ESTIMATORS))
 def test_unbiased_on_one_layer(name, budget, controls):
     check_one_layer(ESTIMATORS[name], budget, controls)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,layers,budget,controls", chain_cases(ESTIMATORS))
 def test_unbiased_through_chains(name, layers, budget, controls):
     check_chain(ESTIMATORS[name], layers, budget, controls)

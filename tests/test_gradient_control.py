@@ -55,6 +55,7 @@ class OwnGradient(RODEO):
         return dfdb, (dfdb * b).sum(-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrong", [NoCorrection, OwnGradient])
 def test_a_wrong_control_passes_at_zero_and_fails_when_moved(wrong):
     f = make_objective(6, 4, seed=100)

@@ -57,6 +57,7 @@ def assert_same_run(a, b, atol=1e-5):
         assert row_a["train_elbo"] == pytest.approx(row_b["train_elbo"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_shards_and_resume(tmp_path):
     data = tmp_path / "data"
     write_mnist(data, n_train=120, n_test=30)
@@ -101,6 +102,7 @@ def test_one_shard_is_the_plain_single_process_step(tmp_path):
     assert results["train_elbo"] == pytest.approx(-loss.item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_sharded_gradient_has_the_same_mean_as_the_whole_batch_gradient():
     """Two noise streams over halves of the batch vs one over all of it: the same expectation."""
     torch.manual_seed(0)

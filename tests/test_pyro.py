@@ -188,6 +188,7 @@ def draws_for(case, estimator, n=20000, num_samples=None, vectorize_branches=Fal
     return gradients(elbo, model, guide, n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vectorize_branches", [False, True], ids=["branches-looped", "branches-vectorized"])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("estimator", UNBIASED)
@@ -277,6 +278,7 @@ def test_loss_is_trace_elbo_loss_with_scale_subsampling_and_particles():
     assert math.isfinite(ap.ELBO("disarm", vectorize_branches=True).loss_and_grads(model, guide))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, vectorize_branches", [("two layers", False), ("two layers, Normal before and after", True)])
 def test_the_value_with_the_gradient_is_unbiased(case, vectorize_branches):
     """``loss_and_grads`` returns the mean -ELBO over the ancestral run and every branch: unbiased."""
@@ -321,6 +323,7 @@ def test_probs_and_to_event_sites_and_vectorized_particles_are_unbiased():
     assert z.abs().max() < 5, z
 
 
+@pytest.mark.slow
 def test_svi_trains_and_a_shared_parameter_gets_the_plates_sum():
     """SVI accepts it; the gradient of a parameter shared by a plate's elements is the sum of theirs."""
     model, guide = CASES["one layer"][:2]
@@ -411,6 +414,7 @@ def test_is_a_pyro_elbo():
 # ---- the example ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--elbo", "armgrad"], ["--elbo", "tracegraph", "--baseline", "learned"]])
 def test_the_pyro_vae_example_runs(tmp_path, flags):
     from test_data import write_mnist

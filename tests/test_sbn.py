@@ -55,6 +55,7 @@ def tiny(tmp_path, **overrides):
     return SBNConfig(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_resume_is_exact_including_the_best_checkpoint(tmp_path):
     straight = train(tiny(tmp_path, out=str(tmp_path / "a")))
     train(tiny(tmp_path, out=str(tmp_path / "b"), steps=3))

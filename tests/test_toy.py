@@ -39,6 +39,7 @@ def test_reinforce_drifts_where_arm_does_not():
     assert arm["grad_var"] * 1000 < reinforce["grad_var"]
 
 
+@pytest.mark.slow
 def test_cli_toy_writes_every_output(tmp_path, capsys):
     assert cli.main(["toy", "--quick", "--steps", "20", "--seeds", "1", "--out", str(tmp_path),
                      "--estimators", "arm", "reinforce", "relax", "exact"]) == 0

@@ -99,6 +99,7 @@ def test_models_train_with_estimators(tmp_path, model, estimator):
     assert (state["estimators"][0] is not None) == (estimator in ("relax", "rodeo"))  # learned controls saved
 
 
+@pytest.mark.slow
 def test_cli_vae_and_report(tmp_path, capsys):
     config = tiny_config(tmp_path)
     for estimator in ["arm", "disarm"]:
