@@ -98,9 +98,7 @@ def test_exact_is_deterministic_and_reports_value():
     torch.testing.assert_close(g, torch.tensor([[0.25, 0.25]]))
 
 
-def test_registry_facts():
-    assert {n for n, e in ESTIMATORS.items() if e.unbiased} == {
-        "reinforce", "reinforce_loo", "ar", "arm", "disarm", "arms", "rebar", "relax", "double_cv", "rodeo", "exact"}
+def test_budget_and_noise_facts():
     assert ESTIMATORS["rebar"].evaluations(6) == 6 and ESTIMATORS["rebar"].valid_budget(2) == 3
     assert ESTIMATORS["arm"].evaluations(6) == 6 and ESTIMATORS["exact"].evaluations(0, 5) == 32
     assert ESTIMATORS["arm"].noise_shape(6, torch.Size([2, 3])) == (3, 2, 3)

@@ -19,7 +19,6 @@ def test_report_contents_and_rare_event_exclusion():
     # 2000 draws x 2 evaluations x s(-8) = 1.3 expected rare outcomes: the two |phi| = 8 units are untested
     assert arm.untested == 2 and arm.testable.tolist() == [[True, False, True], [False, True, True]]
     assert arm.max_abs_z < 5 and report["st"].max_abs_z > 5
-    assert arm.variance_x_cost == arm.mean_variance * 2
     data = json.loads(json.dumps(report.to_dict()))
     assert [row["estimator"] for row in data["estimators"]] == ["arm", "st"]
     assert report.table().count("\n") == 4
