@@ -30,16 +30,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402  the suite's timing and reference cases
 from armgrad.estimators import ENUMERATION, select  # noqa: E402
+
+import suite  # noqa: E402  the suite's timing and reference cases
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def import_revision(revision: str, name: str = "armgrad_base"):
     """``src/armgrad`` at ``revision``, imported as the package ``name``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src/armgrad"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "src/armgrad"], check=True, capture_output=True
+    ).stdout
     folder = Path(tempfile.mkdtemp(prefix="armgrad-ab-"))
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
@@ -64,8 +66,9 @@ def grad_cases(mods: dict, args) -> tuple[dict, dict]:
             budget = spec.valid_budget(args.budget)
             create = getattr(spec, "create", None)  # learned controls, in either version
             est = create(num_units=200) if create is not None else name
-            cases[f"{version}: {name}"] = lambda mod=mod, est=est, budget=budget: mod.grad(f, logits, est, budget,
-                                                                                           generator=gen)
+            cases[f"{version}: {name}"] = lambda mod=mod, est=est, budget=budget: mod.grad(
+                f, logits, est, budget, generator=gen
+            )
             keys[(version, name)] = f"{version}: {name}"
     return cases, keys
 
@@ -81,7 +84,8 @@ def step_cases(mods: dict, args):
         for name in args.step_estimators:
             budget = mod.ESTIMATORS[name].valid_budget(args.budget)
             cases[f"{version}: {name}"] = lambda loss=loss, name=name, budget=budget: loss(
-                model, x, [name], budget, gen).backward()
+                model, x, [name], budget, gen
+            ).backward()
             keys[(version, name)] = f"{version}: {name}"
     return cases, keys, model
 
@@ -94,10 +98,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--budget", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=100, help="timed rounds per case (grad: 4x)")
-    parser.add_argument("--estimators", nargs="+", default=None,
-                        help="default: every Monte Carlo estimator that both versions have")
-    parser.add_argument("--step-estimators", nargs="+", default=None,
-                        help="default: the suite's step estimators that both versions have")
+    parser.add_argument(
+        "--estimators", nargs="+", default=None, help="default: every Monte Carlo estimator that both versions have"
+    )
+    parser.add_argument(
+        "--step-estimators",
+        nargs="+",
+        default=None,
+        help="default: the suite's step estimators that both versions have",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     print(f"[ab] load average before: {open('/proc/loadavg').read().split()[:3]}", flush=True)
@@ -126,15 +135,25 @@ def main(argv=None) -> dict:
     for row in rows:
         a, b = row.get(names[0], float("nan")), row.get(names[1], float("nan"))
         print(f"| {row['section']} | {row['estimator']} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
-    result = {"baseline": args.baseline, "setup": f"CPU, {args.threads} thread(s), torch {torch.__version__}, "
-                                                  f"medians of {args.repeats} interleaved rounds", "rows": rows}
+    result = {
+        "baseline": args.baseline,
+        "setup": f"CPU, {args.threads} thread(s), torch {torch.__version__}, "
+        f"medians of {args.repeats} interleaved rounds",
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ab.json").write_text(json.dumps(result, indent=1))
-    lines = [f"## This tree against {args.baseline}\n", f"{result['setup']}\n",
-             f"| section | estimator | {names[0]} | {names[1]} | difference |", "|---|---|---|---|---|"]
-    lines += [f"| {r['section']} | {r['estimator']} | {r.get(names[0], float('nan')):.3f} | "
-              f"{r.get(names[1], float('nan')):.3f} | {r.get(names[0], float('nan')) - r.get(names[1], float('nan')):+.3f} |"
-              for r in rows]
+    lines = [
+        f"## This tree against {args.baseline}\n",
+        f"{result['setup']}\n",
+        f"| section | estimator | {names[0]} | {names[1]} | difference |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['section']} | {r['estimator']} | {r.get(names[0], float('nan')):.3f} | "
+        f"{r.get(names[1], float('nan')):.3f} | {r.get(names[0], float('nan')) - r.get(names[1], float('nan')):+.3f} |"
+        for r in rows
+    ]
     (args.out / "ab.md").write_text("\n".join(lines) + "\n")
     return result
 

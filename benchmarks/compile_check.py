@@ -26,8 +26,9 @@ MODES = ("eager", "elbo", "loss")
 
 
 def one(mode: str, device: str, steps: int, dataset: str, data_dir: str | None) -> dict:
-    import torch
     from functools import partial
+
+    import torch
 
     from armgrad.data import load_dataset
     from armgrad.experiments.training import adam
@@ -40,8 +41,10 @@ def one(mode: str, device: str, steps: int, dataset: str, data_dir: str | None) 
     model = BinaryVAE("linear", data.train_mean).to(device)
     if mode == "elbo":
         model.negative_elbo = torch.compile(model.negative_elbo, dynamic=False)
-    optimizers = [adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
-                  torch.optim.SGD([model.prior_logits], lr=1e-2)]
+    optimizers = [
+        adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
+        torch.optim.SGD([model.prior_logits], lr=1e-2),
+    ]
     loss_fn = partial(run_losses, model, estimators=["disarm"], num_samples=2)
     if mode == "loss":
         loss_fn = torch.compile(loss_fn, dynamic=False)
@@ -86,16 +89,30 @@ def main(argv=None):
     rows = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
-            command = [sys.executable, __file__, "--one", mode, "--device", args.device, "--steps", str(args.steps),
-                       "--dataset", args.dataset] + (["--data-dir", args.data_dir] if args.data_dir else [])
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                mode,
+                "--device",
+                args.device,
+                "--steps",
+                str(args.steps),
+                "--dataset",
+                args.dataset,
+            ] + (["--data-dir", args.data_dir] if args.data_dir else [])
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{mode} failed:\n{done.stderr[-2000:]}")
             rows[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
     eager = statistics.median(r["ms_per_step"] for r in rows["eager"])
-    lines = [f"## torch.compile and the training step ({args.device}, one thread, linear VAE, DisARM, batch 50; "
-             f"{args.rounds} alternated rounds, medians)", "",
-             "| mode | ms per step | over eager | first 20 steps, s |", "|---|---|---|---|"]
+    lines = [
+        f"## torch.compile and the training step ({args.device}, one thread, linear VAE, DisARM, batch 50; "
+        f"{args.rounds} alternated rounds, medians)",
+        "",
+        "| mode | ms per step | over eager | first 20 steps, s |",
+        "|---|---|---|---|",
+    ]
     for mode, runs in rows.items():
         ms = statistics.median(r["ms_per_step"] for r in runs)
         first = statistics.median(r["first_20_steps_s"] for r in runs)

@@ -45,8 +45,15 @@ def measure(kind: str, k: int, checkpoint: str | None) -> dict:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         start = time.perf_counter()
         value = float(nll_bound(model, data.split("test"), k, gen).mean())
-    return {"kind": kind, "samples": k, "images": 10000, "bound": value, "seconds": time.perf_counter() - start,
-            "peak_rss_mib_before": before, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "kind": kind,
+        "samples": k,
+        "images": 10000,
+        "bound": value,
+        "seconds": time.perf_counter() - start,
+        "peak_rss_mib_before": before,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main(argv=None):
@@ -65,10 +72,15 @@ def main(argv=None):
         if args.checkpoint and kind == "vae":
             cmd += ["--checkpoint", args.checkpoint]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
-    lines = ["| bound | samples | test images | value | seconds | peak RSS MiB (data and model loaded) | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['kind']} | {r['samples']} | {r['images']} | {r['bound']:.2f} | {r['seconds']:.1f} | "
-              f"{r['peak_rss_mib_before']:.0f} | {r['peak_rss_mib']:.0f} |" for r in rows]
+    lines = [
+        "| bound | samples | test images | value | seconds | peak RSS MiB (data and model loaded) | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['kind']} | {r['samples']} | {r['images']} | {r['bound']:.2f} | {r['seconds']:.1f} | "
+        f"{r['peak_rss_mib_before']:.0f} | {r['peak_rss_mib']:.0f} |"
+        for r in rows
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval_memory.json").write_text(json.dumps(rows, indent=2))
     (args.out / "eval_memory.md").write_text("\n".join(lines) + "\n")

@@ -44,8 +44,10 @@ CASES = {  # name: (ELBO, TraceGraph baseline)
     "armgrad.pyro.ELBO('reinforce_loo', 2)": (lambda: armgrad.pyro.ELBO("reinforce_loo", 2), None),
     "armgrad.pyro.ELBO('arm', 2)": (lambda: armgrad.pyro.ELBO("arm", 2), None),
     "armgrad.pyro.ELBO('disarm', 2)": (lambda: armgrad.pyro.ELBO("disarm", 2), None),
-    "armgrad.pyro.ELBO('disarm', 2, vectorize_branches=True)":
-        (lambda: armgrad.pyro.ELBO("disarm", 2, vectorize_branches=True, max_plate_nesting=1), None),
+    "armgrad.pyro.ELBO('disarm', 2, vectorize_branches=True)": (
+        lambda: armgrad.pyro.ELBO("disarm", 2, vectorize_branches=True, max_plate_nesting=1),
+        None,
+    ),
 }
 REFERENCE = "TraceGraph_ELBO (3 particles), no baseline"
 
@@ -63,7 +65,8 @@ def prepare_baseline(vae, elbo, data, steps: int, batch: int) -> None:
     if vae.baseline is None:
         return
     optimizer = pyro.optim.PyroOptim(
-        protocol_optimizer, lambda module, param: {"lr": 1e-3 if module == "baseline" else 0.0})
+        protocol_optimizer, lambda module, param: {"lr": 1e-3 if module == "baseline" else 0.0}
+    )
     svi = SVI(vae.model, vae.guide, optimizer, loss=elbo)
     for _ in range(steps):
         svi.step(train_batch(data, batch))
@@ -87,8 +90,11 @@ def measure(vae, elbo, x, draws: int, groups: int, between=None) -> dict:
         grads.append(torch.cat([p.grad.flatten() for p in params]))
     g = torch.stack(grads)
     per_group = torch.stack([chunk.var(0).mean() for chunk in g.chunk(groups)])
-    return {"variance": float(g.var(0).mean()), "se": float(per_group.std() / groups**0.5),
-            "ms_per_estimate": 1000 * seconds / draws}
+    return {
+        "variance": float(g.var(0).mean()),
+        "se": float(per_group.std() / groups**0.5),
+        "ms_per_estimate": 1000 * seconds / draws,
+    }
 
 
 def main(argv=None) -> None:
@@ -98,8 +104,12 @@ def main(argv=None) -> None:
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--baseline-steps", type=int, default=2000)
-    parser.add_argument("--refresh", type=int, default=20,
-                        help="training-batch estimates between two measured draws of the decaying average")
+    parser.add_argument(
+        "--refresh",
+        type=int,
+        default=20,
+        help="training-batch estimates between two measured draws of the decaying average",
+    )
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="benchmarks/results")
@@ -135,12 +145,17 @@ def main(argv=None) -> None:
 
 def table(path, steps, rows) -> str:
     ref = rows[REFERENCE]
-    lines = [f"\n{path} (after {steps} steps)\n",
-             "| ELBO (3 model runs per estimate) | encoder-gradient variance | vs TraceGraph, no baseline | time per estimate | vs TraceGraph |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"\n{path} (after {steps} steps)\n",
+        "| ELBO (3 model runs per estimate) | encoder-gradient variance | vs TraceGraph, no baseline "
+        "| time per estimate | vs TraceGraph |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['variance']:.3g} ± {r['se']:.2g} | {r['variance'] / ref['variance']:.3f}x | "
-                     f"{r['ms_per_estimate']:.1f} ms | {r['ms_per_estimate'] / ref['ms_per_estimate']:.2f}x |")
+        lines.append(
+            f"| {name} | {r['variance']:.3g} ± {r['se']:.2g} | {r['variance'] / ref['variance']:.3f}x | "
+            f"{r['ms_per_estimate']:.1f} ms | {r['ms_per_estimate'] / ref['ms_per_estimate']:.2f}x |"
+        )
     return "\n".join(lines)
 
 

@@ -64,8 +64,11 @@ SECTIONS = ("grad", "multisample", "categorical", "step", "layers", "variance", 
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
 # every stateless Monte Carlo estimator, biased ones included (their variance hides their bias)
 VARIANCE_ESTIMATORS = select(learned=False, evaluates_f_at=lambda where: where != ENUMERATION)
-CHECKPOINTS = ("runs/vae-study/linear-disarm-seed0/checkpoint.pt", "runs/vae-long/linear-disarm-seed0/checkpoint.pt",
-               "runs/first-look/linear-disarm-seed0/checkpoint.pt")
+CHECKPOINTS = (
+    "runs/vae-study/linear-disarm-seed0/checkpoint.pt",
+    "runs/vae-long/linear-disarm-seed0/checkpoint.pt",
+    "runs/first-look/linear-disarm-seed0/checkpoint.pt",
+)
 
 
 def interleaved(cases: dict, repeats: int, device: str, warmup: int = 5, before=None, rewarm: bool = False) -> dict:
@@ -133,10 +136,16 @@ def bench_grad(args) -> dict:
         cases[name] = lambda est=est, budget=budget: armgrad.grad(f, logits, est, budget, generator=gen)
     medians = interleaved(cases, args.repeats * 4, args.device, rewarm=True)
     bare_time = medians["bare (sample + f)"]
-    rows = [{"case": name, "f_evaluations": evaluations[name], "median_ms": 1e3 * t, "ratio_to_bare": t / bare_time}
-            for name, t in medians.items()]
-    return {"title": f"`armgrad.grad`, batch {args.batch} x 200 units, budget {args.budget}, against the bare "
-                     "f evaluations", "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"], "rows": rows}
+    rows = [
+        {"case": name, "f_evaluations": evaluations[name], "median_ms": 1e3 * t, "ratio_to_bare": t / bare_time}
+        for name, t in medians.items()
+    ]
+    return {
+        "title": f"`armgrad.grad`, batch {args.batch} x 200 units, budget {args.budget}, against the bare "
+        "f evaluations",
+        "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"],
+        "rows": rows,
+    }
 
 
 def bench_multisample(args) -> dict:
@@ -152,11 +161,11 @@ def bench_multisample(args) -> dict:
     for k in (2, 5):
         logits = base.clone().requires_grad_(True)
 
-        def log_weight(b):
+        def log_weight(b, logits=logits):
             log_q = -F.binary_cross_entropy_with_logits(logits.expand_as(b), b, reduction="none").sum(-1)
             return -f(b) - log_q
 
-        def bare(evaluations):
+        def bare(evaluations, logits=logits, log_weight=log_weight):
             with torch.no_grad():
                 u = torch.rand((evaluations, *logits.shape), generator=gen, device=args.device)
                 return log_weight((u < torch.sigmoid(logits)).float())
@@ -165,16 +174,27 @@ def bench_multisample(args) -> dict:
         for name, est in multisample.ESTIMATORS.items():
             n = est.evaluations(k)
             cases[f"bare {n}"] = lambda n=n: bare(n)
-            cases[name] = lambda name=name: torch.autograd.grad(
-                multisample.estimate(log_weight, logits, name, k, generator=gen).sum(), logits)
+            cases[name] = lambda name=name, k=k, logits=logits, log_weight=log_weight: torch.autograd.grad(
+                multisample.estimate(log_weight, logits, name, k, generator=gen).sum(), logits
+            )
             evaluations[name] = n
         medians = interleaved(cases, args.repeats * 2, args.device, rewarm=True)
-        rows += [{"K": k, "estimator": name, "log_weight_evaluations": evaluations[name],
-                  "median_ms": 1e3 * medians[name], "ratio_to_bare": medians[name] / medians[f"bare {evaluations[name]}"]}
-                 for name in multisample.ESTIMATORS]
-    return {"title": f"`armgrad.multisample.estimate` and its gradient, batch {args.batch} x 200 units, against the bare "
-                     "evaluations of the log-weight", "columns": ["K", "estimator", "log_weight_evaluations",
-                                                                  "median_ms", "ratio_to_bare"], "rows": rows}
+        rows += [
+            {
+                "K": k,
+                "estimator": name,
+                "log_weight_evaluations": evaluations[name],
+                "median_ms": 1e3 * medians[name],
+                "ratio_to_bare": medians[name] / medians[f"bare {evaluations[name]}"],
+            }
+            for name in multisample.ESTIMATORS
+        ]
+    return {
+        "title": f"`armgrad.multisample.estimate` and its gradient, batch {args.batch} x 200 units, against the bare "
+        "evaluations of the log-weight",
+        "columns": ["K", "estimator", "log_weight_evaluations", "median_ms", "ratio_to_bare"],
+        "rows": rows,
+    }
 
 
 def bench_categorical(args) -> dict:
@@ -208,8 +228,14 @@ def bench_categorical(args) -> dict:
     medians = interleaved(cases, args.repeats, args.device, rewarm=True)
     for name, n in evaluations.items():
         key = f"bare {n}" + (" + df/dz" if categorical.ESTIMATORS[name].needs_df_db else "")
-        rows.append({"case": name, "f_evaluations": n, "median_ms": 1e3 * medians[name],
-                     "ratio_to_bare": medians[name] / medians[key]})
+        rows.append(
+            {
+                "case": name,
+                "f_evaluations": n,
+                "median_ms": 1e3 * medians[name],
+                "ratio_to_bare": medians[name] / medians[key],
+            }
+        )
     try:
         import reinmax
     except ImportError:
@@ -227,12 +253,21 @@ def bench_categorical(args) -> dict:
             f(sample.unsqueeze(0)).sum().backward()
 
         times = interleaved({"ours": ours, "package": package}, args.repeats, args.device)
-        rows.append({"case": "reinmax forward + backward (package = 1)", "f_evaluations": 1,
-                     "median_ms": 1e3 * times["ours"], "ratio_to_bare": times["ours"] / times["package"]})
-    return {"title": f"`armgrad.categorical.grad`, batch {args.batch} x {variables} variables x {categories} "
-                     "categories, each estimator's smallest budget of at least "
-                     f"{args.budget}, against the bare f evaluations (the last row: against the `reinmax` package)",
-            "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"], "rows": rows}
+        rows.append(
+            {
+                "case": "reinmax forward + backward (package = 1)",
+                "f_evaluations": 1,
+                "median_ms": 1e3 * times["ours"],
+                "ratio_to_bare": times["ours"] / times["package"],
+            }
+        )
+    return {
+        "title": f"`armgrad.categorical.grad`, batch {args.batch} x {variables} variables x {categories} "
+        "categories, each estimator's smallest budget of at least "
+        f"{args.budget}, against the bare f evaluations (the last row: against the `reinmax` package)",
+        "columns": ["case", "f_evaluations", "median_ms", "ratio_to_bare"],
+        "rows": rows,
+    }
 
 
 def floor_step(model, x, configurations, generator):
@@ -268,17 +303,26 @@ def bench_step(args) -> dict:
     rows = []
     for name in args.models:
         model = BinaryVAE(name, x.mean(0).cpu()).to(args.device)
-        cases = {"floor": lambda: floor_step(model, x, model.num_layers * args.budget, gen)}
+        cases = {"floor": lambda model=model: floor_step(model, x, model.num_layers * args.budget, gen)}
         for est in STEP_ESTIMATORS:
             budget = ESTIMATORS[est].valid_budget(args.budget)
             estimators = make_estimators(est, model.num_layers, 200, args.device)
-            cases[est] = lambda estimators=estimators, budget=budget: training_step(model, x, estimators, budget, gen)
-        medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True),
-                              rewarm=True)
-        rows += [{"model": name, "case": case, "median_ms": 1e3 * t, "ratio_to_floor": t / medians["floor"]}
-                 for case, t in medians.items()]
-    return {"title": f"VAE training step (loss and backward), batch {args.batch}, {args.budget} f evaluations per "
-                     "layer, against the floor", "columns": ["model", "case", "median_ms", "ratio_to_floor"], "rows": rows}
+            cases[est] = lambda estimators=estimators, budget=budget, model=model: training_step(
+                model, x, estimators, budget, gen
+            )
+        medians = interleaved(
+            cases, args.repeats, args.device, before=lambda model=model: model.zero_grad(set_to_none=True), rewarm=True
+        )
+        rows += [
+            {"model": name, "case": case, "median_ms": 1e3 * t, "ratio_to_floor": t / medians["floor"]}
+            for case, t in medians.items()
+        ]
+    return {
+        "title": f"VAE training step (loss and backward), batch {args.batch}, {args.budget} f evaluations per "
+        "layer, against the floor",
+        "columns": ["model", "case", "median_ms", "ratio_to_floor"],
+        "rows": rows,
+    }
 
 
 def bench_layers(args) -> dict:
@@ -286,17 +330,41 @@ def bench_layers(args) -> dict:
     rows = []
     for layers in (1, 2, 3, 4):
         model = BinaryVAE("linear" if layers == 1 else f"linear{layers}", x.mean(0).cpu()).to(args.device)
-        cases = {"unit": lambda: floor_step(model, x, 1, gen),
-                 "arm": lambda: training_loss(model, x, ["arm"] * layers, 2, gen).backward()}
-        medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
+        cases = {
+            "unit": lambda model=model: floor_step(model, x, 1, gen),
+            "arm": lambda model=model, layers=layers: training_loss(model, x, ["arm"] * layers, 2, gen).backward(),
+        }
+        medians = interleaved(
+            cases, args.repeats, args.device, before=lambda model=model: model.zero_grad(set_to_none=True)
+        )
         units = medians["arm"] / medians["unit"]
-        rows.append({"layers": layers, "arm_ms": 1e3 * medians["arm"], "unit_ms": 1e3 * medians["unit"],
-                     "cost_in_units": units, "evaluations": 2 * layers, "paper_evaluations": 1 + 2 * layers,
-                     "ratio_to_evaluations": units / (2 * layers), "ratio_to_paper": units / (1 + 2 * layers)})
-    return {"title": "ARM on T stacked linear layers, in units of one forward and backward pass on a single "
-                     "configuration, against its 2T f evaluations (the paper's recipe: 1 + 2T)",
-            "columns": ["layers", "arm_ms", "unit_ms", "cost_in_units", "evaluations", "paper_evaluations",
-                        "ratio_to_evaluations", "ratio_to_paper"], "rows": rows}
+        rows.append(
+            {
+                "layers": layers,
+                "arm_ms": 1e3 * medians["arm"],
+                "unit_ms": 1e3 * medians["unit"],
+                "cost_in_units": units,
+                "evaluations": 2 * layers,
+                "paper_evaluations": 1 + 2 * layers,
+                "ratio_to_evaluations": units / (2 * layers),
+                "ratio_to_paper": units / (1 + 2 * layers),
+            }
+        )
+    return {
+        "title": "ARM on T stacked linear layers, in units of one forward and backward pass on a single "
+        "configuration, against its 2T f evaluations (the paper's recipe: 1 + 2T)",
+        "columns": [
+            "layers",
+            "arm_ms",
+            "unit_ms",
+            "cost_in_units",
+            "evaluations",
+            "paper_evaluations",
+            "ratio_to_evaluations",
+            "ratio_to_paper",
+        ],
+        "rows": rows,
+    }
 
 
 def matmul_floor(runs: int, batch: int, configurations: int, units: int = 200, pixels: int = 784, device="cpu"):
@@ -325,17 +393,39 @@ def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int) -> floa
     for p in range(concurrent):
         folder = out / f"{command}-{runs}-{p}"
         seeds = [str(p * runs + i) for i in range(runs)]
-        flags = ["--dataset", args.dataset, "--steps", str(args.throughput_steps), "--eval-every",
-                 str(args.throughput_steps), "--test-samples", "2", "--grad-var-draws", "2", "--threads", "1",
-                 "--batch-size", str(args.batch), "--num-samples", str(args.budget), "--overwrite"]
+        flags = [
+            "--dataset",
+            args.dataset,
+            "--steps",
+            str(args.throughput_steps),
+            "--eval-every",
+            str(args.throughput_steps),
+            "--test-samples",
+            "2",
+            "--grad-var-draws",
+            "2",
+            "--threads",
+            "1",
+            "--batch-size",
+            str(args.batch),
+            "--num-samples",
+            str(args.budget),
+            "--overwrite",
+        ]
         flags += ["--data-dir", args.data_dir] if args.data_dir else []
         flags += ["--device", args.device]
         if command == "vae":
             flags += ["--seed", seeds[0], "--out", str(folder)]
         else:
             flags += ["--seed", *seeds, "--out", str(folder)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "armgrad", command, *flags],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "armgrad", command, *flags],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         folders.append(folder)
     total = 0.0
     for proc, folder in zip(procs, folders):
@@ -362,29 +452,69 @@ def bench_throughput(args) -> dict:
         alone = _cli_runs(args, "vae", 1, out, concurrent=1)
         after = interleaved({"floor": floor}, args.repeats * 10, args.device)["floor"]
         floor_ms = 1e3 * statistics.median([before, after])
-        rows.append({"case": "armgrad vae, one run alone", "runs_per_process": 1, "processes": 1,
-                     "run_steps_per_second": alone, "ms_per_run_step": 1e3 / alone,
-                     "floor_ms": floor_ms, "ratio": 1e3 / alone / floor_ms})
+        rows.append(
+            {
+                "case": "armgrad vae, one run alone",
+                "runs_per_process": 1,
+                "processes": 1,
+                "run_steps_per_second": alone,
+                "ms_per_run_step": 1e3 / alone,
+                "floor_ms": floor_ms,
+                "ratio": 1e3 / alone / floor_ms,
+            }
+        )
         separate = alone if cuda else _cli_runs(args, "vae", 1, out, concurrent=concurrent)
         if not cuda:
-            rows.append({"case": "armgrad vae, separate processes", "runs_per_process": 1, "processes": 2,
-                         "run_steps_per_second": separate, "ms_per_run_step": 2e3 / separate,
-                         "floor_ms": floor_ms, "ratio": 1.0})
+            rows.append(
+                {
+                    "case": "armgrad vae, separate processes",
+                    "runs_per_process": 1,
+                    "processes": 2,
+                    "run_steps_per_second": separate,
+                    "ms_per_run_step": 2e3 / separate,
+                    "floor_ms": floor_ms,
+                    "ratio": 1.0,
+                }
+            )
         for runs in args.throughput_runs:
             batched = _cli_runs(args, "study", runs, out, concurrent=concurrent)
-            runs_floor = 1e3 * interleaved({"floor": matmul_floor(runs, args.batch, args.budget, device=args.device)},
-                                           args.repeats, args.device)["floor"] / runs
-            rows.append({"case": f"armgrad study, {runs} runs per process", "runs_per_process": runs,
-                         "processes": concurrent, "run_steps_per_second": batched,
-                         "ms_per_run_step": 1e3 * concurrent / batched, "floor_ms": runs_floor,
-                         "ratio": batched / separate})
+            runs_floor = (
+                1e3
+                * interleaved(
+                    {"floor": matmul_floor(runs, args.batch, args.budget, device=args.device)},
+                    args.repeats,
+                    args.device,
+                )["floor"]
+                / runs
+            )
+            rows.append(
+                {
+                    "case": f"armgrad study, {runs} runs per process",
+                    "runs_per_process": runs,
+                    "processes": concurrent,
+                    "run_steps_per_second": batched,
+                    "ms_per_run_step": 1e3 * concurrent / batched,
+                    "floor_ms": runs_floor,
+                    "ratio": batched / separate,
+                }
+            )
     where = "on the GPU, one process" if cuda else "1 thread per process, two processes at a time"
-    return {"title": f"What the user runs (linear VAE, DisARM, batch {args.batch}, {args.budget} evaluations, "
-                     f"{args.throughput_steps} steps, {where}): run-steps per second; floor: the four matrix "
-                     "products of one run's step; ratio: the step over its floor (first row), else run-steps per "
-                     "second over separate processes' (over one run alone on a GPU)",
-            "columns": ["case", "runs_per_process", "processes", "run_steps_per_second", "ms_per_run_step",
-                        "floor_ms", "ratio"], "rows": rows}
+    return {
+        "title": f"What the user runs (linear VAE, DisARM, batch {args.batch}, {args.budget} evaluations, "
+        f"{args.throughput_steps} steps, {where}): run-steps per second; floor: the four matrix "
+        "products of one run's step; ratio: the step over its floor (first row), else run-steps per "
+        "second over separate processes' (over one run alone on a GPU)",
+        "columns": [
+            "case",
+            "runs_per_process",
+            "processes",
+            "run_steps_per_second",
+            "ms_per_run_step",
+            "floor_ms",
+            "ratio",
+        ],
+        "rows": rows,
+    }
 
 
 def bench_profile(args) -> dict:
@@ -397,8 +527,10 @@ def bench_profile(args) -> dict:
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(0)
     model = BinaryVAE("linear", data.train_mean).to(args.device)
-    optimizers = [adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
-                  torch.optim.SGD([model.prior_logits], lr=1e-2)]
+    optimizers = [
+        adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
+        torch.optim.SGD([model.prior_logits], lr=1e-2),
+    ]
     data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(1)
 
     def step():
@@ -417,14 +549,29 @@ def bench_profile(args) -> dict:
             step()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    rows = [{"operator": e.key, "calls_per_step": e.count / args.profile_steps,
-             "self_us_per_step": e.self_cpu_time_total / args.profile_steps,
-             "share": e.self_cpu_time_total / total} for e in events[:15]]
-    rows.append({"operator": "(all)", "calls_per_step": sum(e.count for e in events) / args.profile_steps,
-                 "self_us_per_step": total / args.profile_steps, "share": 1.0})
-    return {"title": f"Where a training step's time goes (linear VAE, DisARM, batch {args.batch}, "
-                     f"{args.profile_steps} steps profiled, self CPU time)",
-            "columns": ["operator", "calls_per_step", "self_us_per_step", "share"], "rows": rows}
+    rows = [
+        {
+            "operator": e.key,
+            "calls_per_step": e.count / args.profile_steps,
+            "self_us_per_step": e.self_cpu_time_total / args.profile_steps,
+            "share": e.self_cpu_time_total / total,
+        }
+        for e in events[:15]
+    ]
+    rows.append(
+        {
+            "operator": "(all)",
+            "calls_per_step": sum(e.count for e in events) / args.profile_steps,
+            "self_us_per_step": total / args.profile_steps,
+            "share": 1.0,
+        }
+    )
+    return {
+        "title": f"Where a training step's time goes (linear VAE, DisARM, batch {args.batch}, "
+        f"{args.profile_steps} steps profiled, self CPU time)",
+        "columns": ["operator", "calls_per_step", "self_us_per_step", "share"],
+        "rows": rows,
+    }
 
 
 def find_checkpoint(path: str | None) -> str | None:
@@ -436,8 +583,12 @@ def find_checkpoint(path: str | None) -> str | None:
 def bench_variance(args) -> dict:
     path = find_checkpoint(args.checkpoint)
     if path is None:
-        return {"title": "variance x cost at a trained checkpoint: skipped (no checkpoint: pass --checkpoint, "
-                         "or run `bash scripts/main.sh` first)", "columns": [], "rows": []}
+        return {
+            "title": "variance x cost at a trained checkpoint: skipped (no checkpoint: pass --checkpoint, "
+            "or run `bash scripts/main.sh` first)",
+            "columns": [],
+            "rows": [],
+        }
     from armgrad.data import load_dataset
 
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -453,20 +604,31 @@ def bench_variance(args) -> dict:
         estimators = make_estimators(est, model.num_layers, 200, args.device)
         budget = ESTIMATORS[est].valid_budget(args.budget)
         variances[est] = encoder_gradient_variance(model, x, estimators, budget, args.variance_draws, gen)
-        cases[est] = lambda estimators=estimators, budget=budget: training_loss(model, x, estimators, budget,
-                                                                               gen).backward()
+        cases[est] = lambda estimators=estimators, budget=budget: training_loss(
+            model, x, estimators, budget, gen
+        ).backward()
     medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
     rows = []
     for est, t in medians.items():
         evals = ESTIMATORS[est].valid_budget(args.budget) * model.num_layers
-        rows.append({"estimator": est, "unbiased": ESTIMATORS[est].unbiased, "grad_var": variances[est],
-                     "f_evaluations": evals, "step_ms": 1e3 * t, "var_x_evaluations": variances[est] * evals,
-                     "var_x_ms": variances[est] * 1e3 * t})
+        rows.append(
+            {
+                "estimator": est,
+                "unbiased": ESTIMATORS[est].unbiased,
+                "grad_var": variances[est],
+                "f_evaluations": evals,
+                "step_ms": 1e3 * t,
+                "var_x_evaluations": variances[est] * evals,
+                "var_x_ms": variances[est] * 1e3 * t,
+            }
+        )
     steps = state["step"]
-    return {"title": f"encoder-gradient variance at a trained checkpoint ({config['model']} {config['estimator']}, "
-                     f"{steps} steps, `{path}`), {args.variance_draws} draws on {args.batch} test images",
-            "columns": ["estimator", "unbiased", "grad_var", "f_evaluations", "step_ms", "var_x_evaluations",
-                        "var_x_ms"], "rows": rows}
+    return {
+        "title": f"encoder-gradient variance at a trained checkpoint ({config['model']} {config['estimator']}, "
+        f"{steps} steps, `{path}`), {args.variance_draws} draws on {args.batch} test images",
+        "columns": ["estimator", "unbiased", "grad_var", "f_evaluations", "step_ms", "var_x_evaluations", "var_x_ms"],
+        "rows": rows,
+    }
 
 
 def _cell(v) -> str:
@@ -496,15 +658,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=["linear", "nonlinear", "linear2"])
     parser.add_argument("--repeats", type=int, default=100, help="timed rounds per case (grad: 4x)")
     parser.add_argument("--variance-draws", type=int, default=200)
-    parser.add_argument("--checkpoint", default=None, help="a VAE run's checkpoint.pt (default: the first found "
-                                                           f"of {', '.join(CHECKPOINTS)})")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help=f"a VAE run's checkpoint.pt (default: the first found of {', '.join(CHECKPOINTS)})",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--dataset", default="fashion-mnist", help="throughput: the data of the runs")
     parser.add_argument("--data-dir", default=None, help="throughput: the dataset's folder")
     parser.add_argument("--throughput-steps", type=int, default=2000, help="throughput: steps per run")
     parser.add_argument("--profile-steps", type=int, default=1000, help="profile: steps profiled")
-    parser.add_argument("--throughput-runs", type=int, nargs="+", default=[1, 2, 4, 8, 16],
-                        help="throughput: runs per process of armgrad study")
+    parser.add_argument(
+        "--throughput-runs",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16],
+        help="throughput: runs per process of armgrad study",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} thread(s)"

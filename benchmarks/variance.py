@@ -39,8 +39,9 @@ def parse_case(text: str) -> tuple[str, str, int]:
             raise ValueError
         return objective, estimator, int(k)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected objective:estimator:num_samples (objective elbo or iwae), "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected objective:estimator:num_samples (objective elbo or iwae), got {text!r}"
+        ) from None
 
 
 def load(path: str, device: str):
@@ -103,8 +104,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--control-steps", type=int, default=1000)
-    parser.add_argument("--control-lr", type=float, default=1e-2,
-                        help="Adam on the controls (larger than training's 1e-3: they start from scratch here)")
+    parser.add_argument(
+        "--control-lr",
+        type=float,
+        default=1e-2,
+        help="Adam on the controls (larger than training's 1e-3: they start from scratch here)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -120,29 +125,51 @@ def main(argv=None) -> dict:
             estimators = estimators_for(objective, name, model, args.device)
             gen = torch.Generator(args.device).manual_seed(0)
             try:
-                seconds = train_controls(model, data, estimators, k, args.control_steps, args.control_lr, args.batch,
-                                         gen, args.device)
+                seconds = train_controls(
+                    model, data, estimators, k, args.control_steps, args.control_lr, args.batch, gen, args.device
+                )
                 mean, stderr = gradient_variance(model, x, estimators, k, args.draws, args.groups, gen)
             except ValueError as error:  # e.g. a learned control that diverged: say so, measure the others
                 print(f"{path} {objective} {name} K={k}: failed: {error}", flush=True)
                 mean, stderr, seconds = math.nan, math.nan, math.nan
-            evaluations = (multisample.get_estimator(name).evaluations(k) if objective == "iwae" else k)
-            rows.append({"objective": objective, "estimator": name, "num_samples": k, "evaluations": evaluations,
-                         "grad_var": mean, "stderr": stderr, "control_training_s": seconds})
+            evaluations = multisample.get_estimator(name).evaluations(k) if objective == "iwae" else k
+            rows.append(
+                {
+                    "objective": objective,
+                    "estimator": name,
+                    "num_samples": k,
+                    "evaluations": evaluations,
+                    "grad_var": mean,
+                    "stderr": stderr,
+                    "control_training_s": seconds,
+                }
+            )
             print(f"{path} {objective} {name} K={k}: {mean:.4g} ± {stderr:.2g}", flush=True)
         config = state["config"]
-        results.append({"checkpoint": path, "model": config["model"], "trained_with": config["estimator"],
-                         "step": state["step"], "rows": rows})
+        results.append(
+            {
+                "checkpoint": path,
+                "model": config["model"],
+                "trained_with": config["estimator"],
+                "step": state["step"],
+                "rows": rows,
+            }
+        )
         print(f"\n### {config['model']} {config['estimator']}, step {state['step']:,} (`{path}`)\n")
         print("| objective | estimator | K / budget | f evaluations | encoder grad variance | ratio to the first |")
         print("|---|---|---|---|---|---|")
         for row in rows:
-            print(f"| {row['objective']} | {row['estimator']} | {row['num_samples']} | {row['evaluations']} | "
-                  f"{row['grad_var']:.4g} ± {row['stderr']:.2g} | {row['grad_var'] / rows[0]['grad_var']:.3f} |")
+            print(
+                f"| {row['objective']} | {row['estimator']} | {row['num_samples']} | {row['evaluations']} | "
+                f"{row['grad_var']:.4g} ± {row['stderr']:.2g} | {row['grad_var'] / rows[0]['grad_var']:.3f} |"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "variance.json").write_text(json.dumps({"draws": args.draws, "batch": args.batch,
-                                                        "control_steps": args.control_steps, "results": results},
-                                                       indent=1))
+    (args.out / "variance.json").write_text(
+        json.dumps(
+            {"draws": args.draws, "batch": args.batch, "control_steps": args.control_steps, "results": results},
+            indent=1,
+        )
+    )
     return {"results": results}
 
 

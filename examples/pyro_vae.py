@@ -85,13 +85,18 @@ def test_elbo(vae, test: torch.Tensor, chunk: int = 1000) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--elbo", choices=["armgrad", "tracegraph", "trace"], default="armgrad")
     parser.add_argument("--estimator", default="disarm", help="armgrad's estimator (with --elbo armgrad)")
     parser.add_argument("--num-samples", type=int, default=2, help="evaluations per Bernoulli site (armgrad)")
-    parser.add_argument("--baseline", choices=["none", "average", "learned"], default="none",
-                        help="TraceGraph_ELBO's baseline (with --elbo tracegraph)")
+    parser.add_argument(
+        "--baseline",
+        choices=["none", "average", "learned"],
+        default="none",
+        help="TraceGraph_ELBO's baseline (with --elbo tracegraph)",
+    )
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=1000)
@@ -107,7 +112,8 @@ def main(argv=None) -> dict:
     test = data.split("test")
     vae = BinaryVAE(data.train_mean, None if args.baseline == "none" else args.baseline)
     optimizer = pyro.optim.PyroOptim(
-        protocol_optimizer, lambda module, param: {"lr": 1e-2, "sgd": True} if param == "prior_logits" else {"lr": 1e-4})
+        protocol_optimizer, lambda module, param: {"lr": 1e-2, "sgd": True} if param == "prior_logits" else {"lr": 1e-4}
+    )
     elbo = make_elbo(args.elbo, args.estimator, args.num_samples)
     svi = SVI(vae.model, vae.guide, optimizer, loss=elbo)
 
@@ -118,17 +124,30 @@ def main(argv=None) -> dict:
         train_loss = svi.step(x)
         seconds += time.perf_counter() - start
         if step % args.eval_every == 0 or step == args.steps:
-            rows.append({"step": step, "train_elbo": -train_loss, "test_elbo": test_elbo(vae, test), "seconds": seconds})
-            print(f"step {step}: train ELBO {-train_loss:.2f}, test ELBO {rows[-1]['test_elbo']:.2f} "
-                  f"({rows[-1]['seconds']:.0f} s)", flush=True)
+            rows.append(
+                {"step": step, "train_elbo": -train_loss, "test_elbo": test_elbo(vae, test), "seconds": seconds}
+            )
+            print(
+                f"step {step}: train ELBO {-train_loss:.2f}, test ELBO {rows[-1]['test_elbo']:.2f} "
+                f"({rows[-1]['seconds']:.0f} s)",
+                flush=True,
+            )
     if args.save:
-        torch.save({"vae": vae.state_dict(), "prior_logits": pyro.param("prior_logits").detach(), "steps": args.steps},
-                   args.save)
+        torch.save(
+            {"vae": vae.state_dict(), "prior_logits": pyro.param("prior_logits").detach(), "steps": args.steps},
+            args.save,
+        )
     name = f"armgrad.pyro.ELBO({args.estimator!r})" if args.elbo == "armgrad" else type(elbo).__name__
     if args.elbo == "tracegraph":
         name += f" (baseline: {args.baseline})"
-    result = {"elbo": name, "steps": args.steps, "seed": args.seed, "test_elbo": rows[-1]["test_elbo"],
-              "seconds_per_step": rows[-1]["seconds"] / args.steps, "rows": rows}
+    result = {
+        "elbo": name,
+        "steps": args.steps,
+        "seed": args.seed,
+        "test_elbo": rows[-1]["test_elbo"],
+        "seconds_per_step": rows[-1]["seconds"] / args.steps,
+        "rows": rows,
+    }
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     return result
 

@@ -79,3 +79,18 @@ def summed_variance(f, logits, estimator, budget: int, draws: int = 4000, seed: 
 
     estimates = draw_gradients(f, logits, estimator, budget, draws, generator=torch.Generator().manual_seed(seed))
     return float(estimates.var(0).sum())
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """An empty data cache, so that no test reads or fills the user's."""
+    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def mnist_dir(tmp_path) -> str:
+    """A folder of small MNIST IDX files (120 training, 30 test images), gzip-compressed."""
+    from test_data import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    return str(tmp_path / "data")

@@ -19,6 +19,7 @@ from armgrad.experiments.training import ConfigurationError
 from armgrad.experiments.vae import VAEConfig, check_runs, train, train_runs
 from armgrad.models.stacked import stack
 from armgrad.models.vae import BinaryVAE
+
 from test_data import write_mnist
 
 ESTIMATORS = ["disarm", "arm", "reinforce_loo"]  # one batch: each run its own estimator
@@ -43,8 +44,18 @@ def data(tmp_path, monkeypatch):
 
 
 def config(data, out, **overrides) -> VAEConfig:
-    base = dict(dataset="mnist", data_dir=str(data), steps=6, batch_size=8, eval_every=3, checkpoint_every=3,
-                test_samples=3, grad_var_draws=2, model="linear", out=str(out))
+    base = dict(
+        dataset="mnist",
+        data_dir=str(data),
+        steps=6,
+        batch_size=8,
+        eval_every=3,
+        checkpoint_every=3,
+        test_samples=3,
+        grad_var_draws=2,
+        model="linear",
+        out=str(out),
+    )
     return VAEConfig(**{**base, **overrides})
 
 
@@ -59,13 +70,19 @@ def load(path):
 def assert_same_run(a, b, atol, rtol=0.0, optimizer=True):
     """The same run: parameters within ``atol`` (0: identical), the same random streams and rows."""
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=rtol, atol=atol,
-                                   msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            a["model"][key], b["model"][key], rtol=rtol, atol=atol, msg=lambda m, key=key: f"{key}: {m}"
+        )
     if optimizer:
         for index, state in a["optimizers"]["model"]["state"].items():
             for key in ("exp_avg", "exp_avg_sq"):
-                torch.testing.assert_close(state[key], b["optimizers"]["model"]["state"][index][key], rtol=rtol,
-                                           atol=atol, msg=lambda m, key=key: f"{key}: {m}")
+                torch.testing.assert_close(
+                    state[key],
+                    b["optimizers"]["model"]["state"][index][key],
+                    rtol=rtol,
+                    atol=atol,
+                    msg=lambda m, key=key: f"{key}: {m}",
+                )
     assert torch.equal(a["data_gen"], b["data_gen"]) and torch.equal(a["noise_gens"][0], b["noise_gens"][0])
     assert a["step"] == b["step"] and len(a["rows"]) == len(b["rows"])
 
@@ -73,19 +90,37 @@ def assert_same_run(a, b, atol, rtol=0.0, optimizer=True):
 @pytest.mark.slow
 def test_runs_in_a_batch_train_what_they_train_alone_after_1000_steps(data, tmp_path):
     """After 1,000 steps of the linear VAE (batch 8) a run of the batch matches the run alone: its
-    parameters within 1e-7 while every Bernoulli draw agrees (relative 1e-5 for Adam's moments); the batched products sum in another
-    order, and once in a while a draw ``u < s(phi)`` lands on the other side of the threshold, after
-    which the two runs differ by one sample's worth (here 6e-4 in one prior logit of one run). The
+    parameters within 1e-7 while every Bernoulli draw agrees (relative 1e-5 for Adam's moments); the batched
+    products sum in another order, and once in a while a draw ``u < s(phi)`` lands on the other side of the
+    threshold, after which the two runs differ by one sample's worth (here 6e-4 in one prior logit of one run). The
     test allows 2e-3 and checks the first 20 steps to 1e-6; the random streams are the same."""
     short = train_runs(runs(data, tmp_path / "short", steps=20, eval_every=20, checkpoint_every=20))
     batch = train_runs(runs(data, tmp_path / "batch", steps=1000, eval_every=500, checkpoint_every=500))
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
-        train(config(data, tmp_path / f"short-{name}", estimator=estimator, seed=s, steps=20, eval_every=20,
-                     checkpoint_every=20))
+        train(
+            config(
+                data,
+                tmp_path / f"short-{name}",
+                estimator=estimator,
+                seed=s,
+                steps=20,
+                eval_every=20,
+                checkpoint_every=20,
+            )
+        )
         assert_same_run(load(tmp_path / f"short-{name}"), load(tmp_path / "short" / name), atol=1e-6, rtol=1e-5)
-        alone = train(config(data, tmp_path / f"alone-{name}", estimator=estimator, seed=s, steps=1000,
-                             eval_every=500, checkpoint_every=500))
+        alone = train(
+            config(
+                data,
+                tmp_path / f"alone-{name}",
+                estimator=estimator,
+                seed=s,
+                steps=1000,
+                eval_every=500,
+                checkpoint_every=500,
+            )
+        )
         assert_same_run(load(tmp_path / f"alone-{name}"), load(tmp_path / "batch" / name), atol=2e-3, optimizer=False)
         assert batch[s]["train_elbo"] == pytest.approx(alone["train_elbo"], abs=1e-2)
         assert batch[s]["test_elbo"] == pytest.approx(alone["test_elbo"], abs=1e-2)
@@ -133,16 +168,50 @@ def test_runs_whose_checkpoints_lag_catch_up_first(data, tmp_path):
 @pytest.mark.slow
 def test_a_killed_study_resumes_to_the_same_result(data, tmp_path):
     """SIGKILL in the middle of `armgrad study`, then the same command with --resume."""
+
     def command(out, steps, *extra):
-        return [sys.executable, "-m", "armgrad", "study", "--dataset", "mnist", "--data-dir", str(data),
-                "--estimator", "disarm", "reinforce_loo", "--seed", "0", "1", "--steps", str(steps),
-                "--eval-every", "100", "--checkpoint-every", "100", "--batch-size", "8", "--test-samples", "3",
-                "--grad-var-draws", "2", "--threads", "1", "--out", str(out), *extra]
+        return [
+            sys.executable,
+            "-m",
+            "armgrad",
+            "study",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(data),
+            "--estimator",
+            "disarm",
+            "reinforce_loo",
+            "--seed",
+            "0",
+            "1",
+            "--steps",
+            str(steps),
+            "--eval-every",
+            "100",
+            "--checkpoint-every",
+            "100",
+            "--batch-size",
+            "8",
+            "--test-samples",
+            "3",
+            "--grad-var-draws",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            *extra,
+        ]
 
     env = {**os.environ, "ARMGRAD_PROGRESS_SECONDS": "0.1"}
-    proc = subprocess.Popen(command(tmp_path / "killed", 800), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        command(tmp_path / "killed", 800), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 120
-    while not (tmp_path / "killed" / "linear-reinforce_loo-seed1" / "checkpoint.pt").exists() and time.time() < deadline:
+    while (
+        not (tmp_path / "killed" / "linear-reinforce_loo-seed1" / "checkpoint.pt").exists() and time.time() < deadline
+    ):
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
@@ -173,14 +242,21 @@ def test_what_cannot_share_a_process_is_refused(data, tmp_path):
     with pytest.raises(ConfigurationError, match="lr"):
         check_runs([config(data, tmp_path / "a"), config(data, tmp_path / "b", lr=1e-3)])
     with pytest.raises(ConfigurationError, match="relax.*armgrad vae"):  # alone it trains (armgrad vae)
-        check_runs([config(data, tmp_path / "a", estimator="relax"), config(data, tmp_path / "b", estimator="relax", seed=1)])
+        check_runs(
+            [config(data, tmp_path / "a", estimator="relax"), config(data, tmp_path / "b", estimator="relax", seed=1)]
+        )
     check_runs([config(data, tmp_path / "a", estimator="relax")])
     with pytest.raises(ConfigurationError, match="batch of its own"):
-        check_runs([config(data, tmp_path / "a", objective="iwae", estimator="local_disarm"),
-                     config(data, tmp_path / "b", objective="iwae", estimator="vimco", num_samples=2)])
+        check_runs(
+            [
+                config(data, tmp_path / "a", objective="iwae", estimator="local_disarm"),
+                config(data, tmp_path / "b", objective="iwae", estimator="vimco", num_samples=2),
+            ]
+        )
     # the study groups what can share a process, and splits batches to the size asked
-    configs = study_configs(config(data, tmp_path), ["linear", "nonlinear"], ["disarm", "arms", "reinforce"], [0, 1],
-                            tmp_path / "s")
+    configs = study_configs(
+        config(data, tmp_path), ["linear", "nonlinear"], ["disarm", "arms", "reinforce"], [0, 1], tmp_path / "s"
+    )
     plan = batches(configs, runs_per_process=4)
     assert sorted(len(b) for b in plan) == [2, 2, 4, 4]
     assert all(len({c.model for c in b}) == 1 for b in plan)
@@ -216,8 +292,18 @@ def test_cuda_batch_matches_cuda_runs_alone(data, tmp_path):
     train_runs(batch)
     for s, estimator in enumerate(ESTIMATORS):
         name = f"{estimator}-{s}"
-        train(config(data, tmp_path / name, estimator=estimator, seed=s, steps=20, eval_every=20,
-                     checkpoint_every=20, device="cuda"))
+        train(
+            config(
+                data,
+                tmp_path / name,
+                estimator=estimator,
+                seed=s,
+                steps=20,
+                eval_every=20,
+                checkpoint_every=20,
+                device="cuda",
+            )
+        )
         assert_same_run(load(tmp_path / name), load(tmp_path / "batch" / name), atol=1e-5, rtol=1e-4)
 
 
@@ -251,8 +337,25 @@ def test_a_study_reports_its_folder_against_arm_whichever_estimator_it_lists_fir
     from armgrad.cli import main
 
     out = tmp_path / "s"
-    base = ["study", "--dataset", "mnist", "--data-dir", str(data), "--steps", "4", "--eval-every", "2",
-            "--batch-size", "8", "--test-samples", "3", "--grad-var-draws", "2", "--out", str(out)]
+    base = [
+        "study",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(data),
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "8",
+        "--test-samples",
+        "3",
+        "--grad-var-draws",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main([*base, "--estimator", "reinforce_loo", "arm"]) == 0
     assert "## Seed by seed against arm" in (out / "report.md").read_text()
     assert main([*base, "--estimator", "disarm"]) == 0  # the folder's arm runs are still its baseline

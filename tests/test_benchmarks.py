@@ -19,8 +19,24 @@ import suite  # noqa: E402
 def test_suite_writes_every_section(tmp_path):
     threads = torch.get_num_threads()
     try:
-        suite.main(["--repeats", "1", "--models", "linear", "--checkpoint", str(tmp_path / "none.pt"),
-                    "--only", "grad", "multisample", "categorical", "step", "layers", "--out", str(tmp_path)])
+        suite.main(
+            [
+                "--repeats",
+                "1",
+                "--models",
+                "linear",
+                "--checkpoint",
+                str(tmp_path / "none.pt"),
+                "--only",
+                "grad",
+                "multisample",
+                "categorical",
+                "step",
+                "layers",
+                "--out",
+                str(tmp_path),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     result = json.loads((tmp_path / "grad_multisample_categorical_step_layers.json").read_text())
@@ -35,7 +51,8 @@ def test_suite_writes_every_section(tmp_path):
     names = {row["case"] for row in sections["grad"]["rows"]}
     assert names == {"bare (sample + f)"} | set(select(evaluates_f_at=lambda where: where != ENUMERATION))
     assert {(row["K"], row["estimator"]) for row in sections["multisample"]["rows"]} == {
-        (k, name) for k in (2, 5) for name in multisample.ESTIMATORS}
+        (k, name) for k in (2, 5) for name in multisample.ESTIMATORS
+    }
     step = {row["case"]: row for row in sections["step"]["rows"]}
     assert set(step) == {"floor", *suite.STEP_ESTIMATORS} and step["floor"]["ratio_to_floor"] == 1.0
     assert [row["layers"] for row in sections["layers"]["rows"]] == [1, 2, 3, 4]
@@ -43,15 +60,29 @@ def test_suite_writes_every_section(tmp_path):
 
 
 def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):
-    from test_vae import tiny_config
-
     from armgrad.experiments.vae import train
+
+    from test_vae import tiny_config
 
     monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
     config = tiny_config(tmp_path, steps=3, batch_size=10)
     train(config)
-    suite.main(["--only", "variance", "--repeats", "1", "--variance-draws", "3", "--batch", "10",
-                "--checkpoint", f"{config.out}/checkpoint.pt", "--out", str(tmp_path / "bench")])
+    suite.main(
+        [
+            "--only",
+            "variance",
+            "--repeats",
+            "1",
+            "--variance-draws",
+            "3",
+            "--batch",
+            "10",
+            "--checkpoint",
+            f"{config.out}/checkpoint.pt",
+            "--out",
+            str(tmp_path / "bench"),
+        ]
+    )
     rows = json.loads((tmp_path / "bench" / "variance.json").read_text())["sections"]["variance"]["rows"]
     assert {r["estimator"] for r in rows} == set(suite.VARIANCE_ESTIMATORS)
     for r in rows:
@@ -66,8 +97,29 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
     write_mnist(tmp_path / "data", n_train=120, n_test=30)
     threads = torch.get_num_threads()
     try:
-        suite.main(["--only", "throughput", "profile", "--profile-steps", "3", "--repeats", "2", "--throughput-steps", "4", "--throughput-runs", "2",
-                    "--batch", "8", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path)])
+        suite.main(
+            [
+                "--only",
+                "throughput",
+                "profile",
+                "--profile-steps",
+                "3",
+                "--repeats",
+                "2",
+                "--throughput-steps",
+                "4",
+                "--throughput-runs",
+                "2",
+                "--batch",
+                "8",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     sections = json.loads((tmp_path / "throughput_profile.json").read_text())["sections"]
@@ -84,16 +136,34 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile on CPU needs a C++ compiler"
+)
 def test_compile_check_times_every_mode(tmp_path, monkeypatch):
     import compile_check
     from test_data import write_mnist
 
     monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
     write_mnist(tmp_path / "data", n_train=120, n_test=30)
-    compile_check.main(["--rounds", "1", "--steps", "2", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
-                        "--out", str(tmp_path)])
+    compile_check.main(
+        [
+            "--rounds",
+            "1",
+            "--steps",
+            "2",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     table = (tmp_path / "compile_check.md").read_text()
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and line[2:6] in ("eage", "elbo", "loss")]
+    rows = [
+        line.split(" | ")
+        for line in table.splitlines()
+        if line.startswith("| ") and line[2:6] in ("eage", "elbo", "loss")
+    ]
     assert [r[0][2:] for r in rows] == list(compile_check.MODES)
     assert rows[0][2] == "1.00" and all(float(r[1]) > 0 for r in rows)

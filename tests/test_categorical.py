@@ -17,7 +17,8 @@ import torch
 
 from armgrad import categorical
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue
-from armgrad.estimators import ENUMERATION, Combined, registry as make_registry, select
+from armgrad.estimators import ENUMERATION, Combined, select
+from armgrad.estimators import registry as make_registry
 from armgrad.estimators.categorical_coupled import DisARM as CategoricalDisARM
 
 TABLE = categorical.ESTIMATORS
@@ -97,6 +98,7 @@ BIASED = select(TABLE, unbiased=False)
 
 # ---- the oracle --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("variables,categories", SHAPES)
 def test_exact_is_the_brute_force_enumeration(variables, categories):
     phi, f = make_problem(variables, categories, seed=1)
@@ -121,6 +123,7 @@ def test_exact_value_carries_the_pathwise_gradient():
 
 
 # ---- generated from the registry ------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("unit", [0, 1])
@@ -170,6 +173,7 @@ def test_every_batch_element_has_its_own_noise(name):
 
 # ---- the generated checks have power -------------------------------------------------------------------
 
+
 class ScaledDisARM(CategoricalDisARM):
     """A deliberately wrong estimator: categorical DisARM's gradient times 1.1."""
 
@@ -189,6 +193,7 @@ def test_a_wrong_estimator_is_caught():
 
 
 # ---- published properties and reductions ---------------------------------------------------------------
+
 
 def test_straight_through_is_exact_for_linear_f():
     phi, _ = make_problem(2, 4, seed=7)
@@ -248,27 +253,34 @@ def test_arsm_plus_never_has_more_variance_than_arsm_here():
 
 # ---- refusals ---------------------------------------------------------------------------------------------
 
+
 def f_ok(z):
     return z.sum((-2, -1))
 
 
-@pytest.mark.parametrize("logits,error,match", [
-    (torch.zeros(3, 4, 1), ValueError, "C >= 2"),
-    (torch.zeros(4), ValueError, "\\(\\*batch, D, C\\)"),
-    (torch.zeros(3, 4, 2, dtype=torch.long), TypeError, "floating-point"),
-    (torch.tensor([[0.0, float("nan")]]), ValueError, "non-finite"),
-    ([[0.0, 1.0]], TypeError, "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "logits,error,match",
+    [
+        (torch.zeros(3, 4, 1), ValueError, "C >= 2"),
+        (torch.zeros(4), ValueError, "\\(\\*batch, D, C\\)"),
+        (torch.zeros(3, 4, 2, dtype=torch.long), TypeError, "floating-point"),
+        (torch.tensor([[0.0, float("nan")]]), ValueError, "non-finite"),
+        ([[0.0, 1.0]], TypeError, "torch.Tensor"),
+    ],
+)
 def test_bad_logits(logits, error, match):
     with pytest.raises(error, match=match):
         categorical.estimate(f_ok, logits, "reinforce", 1)
 
 
-@pytest.mark.parametrize("f,error,match", [
-    (lambda z: z.sum(-1), ValueError, "f returned shape"),
-    (lambda z: z.sum((-2, -1)) / 0, ValueError, "non-finite"),
-    (lambda z: 3.0, TypeError, "torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "f,error,match",
+    [
+        (lambda z: z.sum(-1), ValueError, "f returned shape"),
+        (lambda z: z.sum((-2, -1)) / 0, ValueError, "non-finite"),
+        (lambda z: 3.0, TypeError, "torch.Tensor"),
+    ],
+)
 def test_bad_f(f, error, match):
     with pytest.raises(error, match=match):
         categorical.estimate(f, torch.zeros(2, 3, 4), "reinforce_loo", 2)
@@ -323,8 +335,10 @@ def make_chain(specs, seed):
     x = torch.randn(CHAIN_BATCH, CHAIN_INPUT, generator=g, dtype=torch.float64)
     params, d_in = [], CHAIN_INPUT
     for spec in specs:
-        params += [1.5 * torch.randn(d_in, _size(spec), generator=g, dtype=torch.float64),
-                   torch.randn(_size(spec), generator=g, dtype=torch.float64)]
+        params += [
+            1.5 * torch.randn(d_in, _size(spec), generator=g, dtype=torch.float64),
+            torch.randn(_size(spec), generator=g, dtype=torch.float64),
+        ]
         d_in = _size(spec)
     total = sum(_size(s) for s in specs)
     a = torch.randn(total, total, generator=g, dtype=torch.float64)
@@ -340,12 +354,15 @@ def make_chain(specs, seed):
 def chain_layers(specs, params, draws=None):
     """``phi_t = flat(h_{t-1}) @ W_t + c_t``, reshaped to ``(D, C)`` for a categorical layer; with ``draws``,
     the parameters carry a leading draw dimension."""
+
     def layer(w, c, spec, below):
         def apply(h):
             h = h.flatten(-2) if below == "categorical" else h
             out = h @ w + (c if draws is None else c.unsqueeze(-2))
             return out.unflatten(-1, spec[1:]) if spec[0] == "categorical" else out
+
         return apply
+
     below = ["input"] + [s[0] for s in specs[:-1]]
     return [layer(w, c, spec, b) for w, c, spec, b in zip(params[::2], params[1::2], specs, below)]
 
@@ -356,11 +373,16 @@ def brute_force_chain(specs, x, params, objective):
     per_layer = []
     for spec in specs:
         if spec[0] == "bernoulli":
-            per_layer.append([torch.tensor(bits, dtype=torch.float64)
-                              for bits in itertools.product([0.0, 1.0], repeat=spec[1])])
+            per_layer.append(
+                [torch.tensor(bits, dtype=torch.float64) for bits in itertools.product([0.0, 1.0], repeat=spec[1])]
+            )
         else:
-            per_layer.append([torch.nn.functional.one_hot(torch.tensor(c), spec[2]).to(torch.float64)
-                              for c in itertools.product(range(spec[2]), repeat=spec[1])])
+            per_layer.append(
+                [
+                    torch.nn.functional.one_hot(torch.tensor(c), spec[2]).to(torch.float64)
+                    for c in itertools.product(range(spec[2]), repeat=spec[1])
+                ]
+            )
     total = 0
     for config in itertools.product(*per_layer):
         h, log_q, samples, logits = x, 0, [], []
@@ -399,12 +421,20 @@ def check_chain(spec_name, name, table=TABLE, seed=0, draws=20000):
     estimators = [table[name] if s[0] == "categorical" else armgrad.ESTIMATORS["disarm"] for s in specs]
     budget = chain_budget(estimators, specs)
     copies = [p.expand(draws, *p.shape).clone().requires_grad_(True) for p in params]
-    value = chain_estimate(objective, chain_layers(specs, copies, draws), x.expand(draws, *x.shape), estimators,
-                           budget, generator=torch.Generator().manual_seed(seed))
+    value = chain_estimate(
+        objective,
+        chain_layers(specs, copies, draws),
+        x.expand(draws, *x.shape),
+        estimators,
+        budget,
+        generator=torch.Generator().manual_seed(seed),
+    )
     value.sum().backward()
     for i, (p, exact_grad) in enumerate(zip(copies, truth)):
         z = bias_z_scores(p.grad, exact_grad)
-        assert z.abs().max() < 5, f"{name} on {spec_name}, budget {budget}, parameter {i}: max |z| = {z.abs().max():.2f}"
+        assert z.abs().max() < 5, (
+            f"{name} on {spec_name}, budget {budget}, parameter {i}: max |z| = {z.abs().max():.2f}"
+        )
 
 
 @pytest.mark.parametrize("chain", list(CHAINS))
@@ -443,8 +473,7 @@ def test_chain_refusals():
     with pytest.raises(ValueError, match="at least one layer"):
         chain_estimate(objective, [], x, "arm", 2)
     with pytest.raises(ValueError, match="relaxes the layers above its own with sigmoids"):
-        chain_estimate(objective, chain_layers(specs, params), x,
-                       [armgrad.ESTIMATORS["rebar"], TABLE["disarm"]], 3)
+        chain_estimate(objective, chain_layers(specs, params), x, [armgrad.ESTIMATORS["rebar"], TABLE["disarm"]], 3)
     with pytest.raises(ValueError, match="family must be one of 'bernoulli', 'categorical'"):
         chain_estimate(objective, chain_layers(specs, params), x, "disarm", 2, family="catgorical")
     with pytest.raises(ValueError, match="got 1 families for 2 layers"):

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from armgrad import cli
+
 from test_data import write_mnist
 
 
@@ -26,8 +27,28 @@ def data(tmp_path):
 
 
 def tiny(data, out, *extra):
-    return ["vae", "--dataset", "mnist", "--data-dir", data, "--steps", "4", "--batch-size", "8", "--eval-every", "2",
-            "--checkpoint-every", "2", "--test-samples", "3", "--grad-var-draws", "2", "--out", str(out), *extra]
+    return [
+        "vae",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data,
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--test-samples",
+        "3",
+        "--grad-var-draws",
+        "2",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def fails(argv, capsys, status, match):
@@ -42,22 +63,27 @@ def fails(argv, capsys, status, match):
     return err
 
 
-@pytest.mark.parametrize("flags,match", [
-    (["--steps", "-3"], "argument --steps: expected a positive integer, got -3"),
-    (["--steps", "0"], "argument --steps: expected a positive integer, got 0"),
-    (["--eval-every", "0"], "argument --eval-every: expected a positive integer"),
-    (["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
-    (["--lr", "0"], "argument --lr: expected a number > 0"),
-    (["--lr", "fast"], "argument --lr: expected a number > 0, got 'fast'"),
-    (["--test-samples", "0"], "argument --test-samples: expected a positive integer"),
-    (["--grad-var-draws", "1"], "argument --grad-var-draws: expected an integer >= 2"),
-    (["--threads", "0"], "argument --threads: expected a positive integer"),
-    (["--estimator", "armm"], "unknown estimator 'armm'. Did you mean 'arm'?"),
-    (["--estimator", "arm", "--num-samples", "3"], "--num-samples 3: estimator 'arm' spends its budget in "
-                                                   "antithetic pairs: num_samples must be even"),
-    (["--estimator", "exact"], "--estimator exact enumerates 2^D states"),
-    (["--resume", "--overwrite"], "not allowed with argument"),
-])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--steps", "-3"], "argument --steps: expected a positive integer, got -3"),
+        (["--steps", "0"], "argument --steps: expected a positive integer, got 0"),
+        (["--eval-every", "0"], "argument --eval-every: expected a positive integer"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+        (["--lr", "0"], "argument --lr: expected a number > 0"),
+        (["--lr", "fast"], "argument --lr: expected a number > 0, got 'fast'"),
+        (["--test-samples", "0"], "argument --test-samples: expected a positive integer"),
+        (["--grad-var-draws", "1"], "argument --grad-var-draws: expected an integer >= 2"),
+        (["--threads", "0"], "argument --threads: expected a positive integer"),
+        (["--estimator", "armm"], "unknown estimator 'armm'. Did you mean 'arm'?"),
+        (
+            ["--estimator", "arm", "--num-samples", "3"],
+            "--num-samples 3: estimator 'arm' spends its budget in antithetic pairs: num_samples must be even",
+        ),
+        (["--estimator", "exact"], "--estimator exact enumerates 2^D states"),
+        (["--resume", "--overwrite"], "not allowed with argument"),
+    ],
+)
 def test_usage_errors_exit_2_before_any_work(tmp_path, capsys, flags, match):
     fails(["vae", "--out", str(tmp_path / "run"), *flags], capsys, 2, match)
     assert not (tmp_path / "run").exists()  # nothing was started, no empty run folder
@@ -65,14 +91,30 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys, flags, match):
 
 def test_missing_data_is_a_failure_with_a_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    err = fails(["vae", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r")],
-                capsys, 1, "file train-images-idx3-ubyte not found")
+    err = fails(
+        ["vae", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r")],
+        capsys,
+        1,
+        "file train-images-idx3-ubyte not found",
+    )
     assert "--data-dir" in err
 
 
 def test_a_data_folder_that_does_not_exist_is_refused_not_replaced_by_the_system_copy(tmp_path, capsys):
-    fails(["vae", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "no-such-folder"), "--out",
-           str(tmp_path / "r")], capsys, 2, "is not an existing folder")
+    fails(
+        [
+            "vae",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(tmp_path / "no-such-folder"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+        2,
+        "is not an existing folder",
+    )
     assert not (tmp_path / "r").exists()
     from armgrad.data import load_dataset
 
@@ -112,8 +154,9 @@ def test_debug_shows_the_traceback(tmp_path):
 @pytest.mark.slow
 def test_no_traceback_from_the_installed_command(tmp_path):
     """The real entry point, in a process of its own: the message alone, exit 1."""
-    done = subprocess.run([sys.executable, "-m", "armgrad", "report", str(tmp_path / "none")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "armgrad", "report", str(tmp_path / "none")], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("armgrad report: error:")
 
@@ -156,8 +199,14 @@ def test_files_are_honest_and_readable(tmp_path, capsys, data):
     assert "nan" not in (out / "metrics.csv").read_text().lower()
     report = (tmp_path / "report" / "report.json").read_text()
     assert "NaN" not in report and json.loads(report)["groups"][0]["test_elbo"]["stderr"] is None  # one seed: null
-    for path in [out / "results.json", out / "checkpoint.pt", out / "metrics.csv", out / "curves.png",
-                 tmp_path / "report" / "report.md", tmp_path / "report" / "report.json"]:
+    for path in [
+        out / "results.json",
+        out / "checkpoint.pt",
+        out / "metrics.csv",
+        out / "curves.png",
+        tmp_path / "report" / "report.md",
+        tmp_path / "report" / "report.json",
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     results = json.loads((out / "results.json").read_text())
     assert {"load_average", "threads", "cpu_count"} <= set(results)
@@ -193,8 +242,10 @@ def test_progress_lines_when_not_a_terminal(tmp_path, capsys, data, monkeypatch)
 def test_summary_says_who_came_out_ahead(tmp_path, capsys, data):
     for estimator in ("arm", "disarm"):
         for seed in ("0", "1"):
-            assert cli.main(tiny(data, tmp_path / "runs" / f"{estimator}{seed}", "--estimator", estimator,
-                                 "--seed", seed)) == 0
+            assert (
+                cli.main(tiny(data, tmp_path / "runs" / f"{estimator}{seed}", "--estimator", estimator, "--seed", seed))
+                == 0
+            )
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
@@ -223,17 +274,23 @@ def test_study_script_says_what_it_does_and_skips_finished_runs(tmp_path, data):
     root = Path(__file__).resolve().parents[1]
     if not (root / ".venv" / "bin" / "armgrad").exists():
         pytest.skip("scripts/study.sh runs .venv/bin/armgrad: set up with scripts/setup.sh")
-    env = {**os.environ, "DATASET": "mnist", "MODELS": "linear", "ESTIMATORS": "arm disarm", "SEEDS": "0",
-           "STEPS": "4", "EVAL_EVERY": "2", "OUT": str(tmp_path / "study"),
-           "EXTRA": f"--data-dir {data} --batch-size 8 --test-samples 3 --grad-var-draws 2"}
-    first = subprocess.run(["bash", "scripts/study.sh"], cwd=root, env=env, capture_output=True, text=True,
-                           timeout=300)
+    env = {
+        **os.environ,
+        "DATASET": "mnist",
+        "MODELS": "linear",
+        "ESTIMATORS": "arm disarm",
+        "SEEDS": "0",
+        "STEPS": "4",
+        "EVAL_EVERY": "2",
+        "OUT": str(tmp_path / "study"),
+        "EXTRA": f"--data-dir {data} --batch-size 8 --test-samples 3 --grad-var-draws 2",
+    }
+    first = subprocess.run(["bash", "scripts/study.sh"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"[1/2] linear arm seed 0 -> {tmp_path / 'study' / 'linear-arm-seed0'} (log: " in first.stdout
     assert "[2/2] done in" in first.stdout and "came out ahead on test elbo" in first.stdout
     assert "Traceback" not in first.stdout + first.stderr
-    again = subprocess.run(["bash", "scripts/study.sh"], cwd=root, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(["bash", "scripts/study.sh"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert "[1/2] skipped, already finished" in again.stdout and "[2/2] skipped" in again.stdout
 
 
@@ -295,8 +352,12 @@ def test_json_says_which_values_overflowed_and_which_were_not_computed(tmp_path)
 
     data = {"grad_var": float("inf"), "low": float("-inf"), "test_bound": float("nan"), "ok": 1.5}
     write_json(tmp_path / "r.json", data)
-    assert json.loads((tmp_path / "r.json").read_text()) == {"grad_var": "inf", "low": "-inf", "test_bound": None,
-                                                              "ok": 1.5}
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "grad_var": "inf",
+        "low": "-inf",
+        "test_bound": None,
+        "ok": 1.5,
+    }
     assert json_safe([float("inf")]) == ["inf"]
 
 

@@ -6,6 +6,7 @@ import torch
 import armgrad
 from armgrad import ESTIMATORS
 from armgrad.estimators import BINARY_AND_RELAXED, RELAXED, select
+
 from conftest import budget_for, instance
 
 ALL = list(ESTIMATORS)
@@ -24,6 +25,7 @@ def test_shapes_dtypes_and_single_call(name, shape, dtype):
     def f(b):
         calls.append(tuple(b.shape))
         assert b.dtype == dtype
+
         def relaxed(r):  # in [0, 1] (a float32 sigmoid can round to exactly 0 or 1), and not binary
             return ((r >= 0) & (r <= 1)).all() and ((r > 0) & (r < 1)).any()
 
@@ -107,6 +109,7 @@ def test_budget_and_noise_facts():
 
 # ---- bad input -------------------------------------------------------------------------------
 
+
 def test_non_float_logits():
     with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
         armgrad.estimate(smooth_f, torch.zeros(2, 3, dtype=torch.long))
@@ -141,8 +144,12 @@ def test_f_returning_wrong_shape(name):
 @pytest.mark.parametrize("name", ALL)
 def test_f_returning_non_finite(name):
     with pytest.raises(ValueError, match="f returned non-finite"):
-        armgrad.grad(lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0, torch.zeros(2, 3),
-                     instance(name, torch.zeros(2, 3)), budget_for(name))
+        armgrad.grad(
+            lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0,
+            torch.zeros(2, 3),
+            instance(name, torch.zeros(2, 3)),
+            budget_for(name),
+        )
 
 
 def test_huge_but_finite_values_are_accepted():
@@ -161,10 +168,17 @@ def test_f_returning_other_types():
         armgrad.grad(3, torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("name,budget,match", [
-    ("arm", 3, "must be even"), ("disarm", 1, "at least 2"), ("arm", 0, "at least 2"),
-    ("reinforce", 0, "at least 1"), ("reinforce_loo", 1, "at least 2"), ("arms", 1, "at least 2"),
-])
+@pytest.mark.parametrize(
+    "name,budget,match",
+    [
+        ("arm", 3, "must be even"),
+        ("disarm", 1, "at least 2"),
+        ("arm", 0, "at least 2"),
+        ("reinforce", 0, "at least 1"),
+        ("reinforce_loo", 1, "at least 2"),
+        ("arms", 1, "at least 2"),
+    ],
+)
 def test_bad_budget(name, budget, match):
     with pytest.raises(ValueError, match=match):
         armgrad.estimate(smooth_f, torch.zeros(2, 3), name, budget)

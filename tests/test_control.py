@@ -7,6 +7,7 @@ import armgrad
 from armgrad import ESTIMATORS
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue, draw_gradients
 from armgrad.estimators import Rebar, Relax, control
+
 from conftest import make_logits, make_objective, summed_variance, train_controls
 
 

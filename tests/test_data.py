@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from armgrad.data import (DataFormatError, load_dataset, read_amat, read_idx, write_amat, write_chardata,
-                          write_idx)
+from armgrad.data import DataFormatError, load_dataset, read_amat, read_idx, write_amat, write_chardata, write_idx
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +46,7 @@ def test_mnist_splits_and_binarisations(tmp_path):
     assert set(batch.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(data.split("test"), data.split("test"))  # fixed once
     thresholded = load_dataset("mnist-threshold", data_dir=tmp_path / "mnist", download=False)
-    assert torch.equal(thresholded.test, torch.from_numpy((test.reshape(30, 784) / 255.0 > 0.5)).float())
+    assert torch.equal(thresholded.test, torch.from_numpy(test.reshape(30, 784) / 255.0 > 0.5).float())
     assert torch.equal(thresholded.train_batch(torch.arange(3)), thresholded.train[:3])
 
 

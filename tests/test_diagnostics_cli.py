@@ -7,14 +7,16 @@ import torch
 from armgrad import ESTIMATORS, cli
 from armgrad.diagnostics import compare
 from armgrad.estimators import ENUMERATION, select
+
 from conftest import make_objective
 
 
 def test_report_contents_and_rare_event_exclusion():
     f = make_objective(2, 3, seed=0)
     logits = torch.tensor([[0.3, -8.0, 1.0], [8.0, 0.0, -0.5]], dtype=torch.float64)
-    report = compare(f, logits, ["arm", "st"], num_samples=2, num_draws=2000,
-                     generator=torch.Generator().manual_seed(0))
+    report = compare(
+        f, logits, ["arm", "st"], num_samples=2, num_draws=2000, generator=torch.Generator().manual_seed(0)
+    )
     arm = report["arm"]
     # 2000 draws x 2 evaluations x s(-8) = 1.3 expected rare outcomes: the two |phi| = 8 units are untested
     assert arm.untested == 2 and arm.testable.tolist() == [[True, False, True], [False, True, True]]
@@ -26,8 +28,9 @@ def test_report_contents_and_rare_event_exclusion():
 
 def test_compare_rounds_budgets_up_to_a_valid_one():
     f = make_objective(1, 3, seed=1)
-    report = compare(f, torch.zeros(1, 3, dtype=torch.float64), ["reinforce", "arm", "arms"], num_samples=1,
-                     num_draws=100)
+    report = compare(
+        f, torch.zeros(1, 3, dtype=torch.float64), ["reinforce", "arm", "arms"], num_samples=1, num_draws=100
+    )
     assert [r.evaluations for r in report.rows] == [1, 2, 2]
 
 

@@ -24,12 +24,15 @@ import armgrad
 from armgrad import cli
 from armgrad.experiments import locks
 from armgrad.experiments.training import ConfigurationError
-from test_cli import data, empty_cache, fails, tiny  # noqa: F401  the fixtures, as the CLI tests use them
+
+from test_cli import fails, tiny
 from test_data import write_mnist
 
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
-def command(data, out, *extra, steps="100000"):
-    args = tiny(data, out, *extra)
+
+def command(mnist_dir, out, *extra, steps="100000"):
+    args = tiny(mnist_dir, out, *extra)
     args[args.index("--steps") + 1] = steps
     args[args.index("--checkpoint-every") + 1] = "50"
     args[args.index("--eval-every") + 1] = "100000"
@@ -45,16 +48,17 @@ def wait_for(path, seconds=60):
 
 # ---- one process per run folder ------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_a_second_process_on_a_run_folder_is_refused_and_sigterm_stops_the_first_cleanly(data, tmp_path):
+def test_a_second_process_on_a_run_folder_is_refused_and_sigterm_stops_the_first_cleanly(mnist_dir, tmp_path):
     out = tmp_path / "r"
-    first = subprocess.Popen(command(data, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(command(mnist_dir, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(out / "checkpoint.pt")
         holder = json.loads((out / locks.LOCK).read_text())
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
         for extra in ([], ["--resume"], ["--estimator", "arm", "--overwrite"]):
-            second = subprocess.run(command(data, out, *extra), capture_output=True, text=True)
+            second = subprocess.run(command(mnist_dir, out, *extra), capture_output=True, text=True)
             assert second.returncode == 2, second.stderr
             assert f"in use by process {first.pid} on this host" in second.stderr and "Traceback" not in second.stderr
     finally:
@@ -66,11 +70,13 @@ def test_a_second_process_on_a_run_folder_is_refused_and_sigterm_stops_the_first
     assert not (out / locks.LOCK).exists()  # released
     assert not [p for p in out.iterdir() if p.name.startswith(".checkpoint.")]  # no temporary left
     reached = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
-    resumed = subprocess.run(command(data, out, "--resume", steps=str(reached + 20)), capture_output=True, text=True)
+    resumed = subprocess.run(
+        command(mnist_dir, out, "--resume", steps=str(reached + 20)), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_a_stale_lock_is_taken_over_and_the_dead_writers_temporaries_removed(data, tmp_path, capsys):
+def test_a_stale_lock_is_taken_over_and_the_dead_writers_temporaries_removed(mnist_dir, tmp_path, capsys):
     out = tmp_path / "r"
     out.mkdir()
     dead = subprocess.Popen(["true"])
@@ -78,7 +84,7 @@ def test_a_stale_lock_is_taken_over_and_the_dead_writers_temporaries_removed(dat
     (out / locks.LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
     (out / ".checkpoint.abc123").write_bytes(b"half a checkpoint")
     (out / ".metrics.csv.xyz").write_text("step,x\n1,")
-    assert cli.main(tiny(data, out)) == 0
+    assert cli.main(tiny(mnist_dir, out)) == 0
     assert not (out / locks.LOCK).exists()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
@@ -96,9 +102,27 @@ def test_a_lock_held_on_another_host_or_by_a_live_process_is_refused(tmp_path):
     assert (folder / locks.LOCK).exists()  # not ours: left alone
 
 
-def test_a_study_holds_every_run_folder(data, tmp_path, capsys):
-    study = ["study", "--dataset", "mnist", "--data-dir", data, "--steps", "2", "--batch-size", "8",
-             "--test-samples", "3", "--grad-var-draws", "2", "--estimator", "disarm", "arm", "--out", str(tmp_path / "s")]
+def test_a_study_holds_every_run_folder(mnist_dir, tmp_path, capsys):
+    study = [
+        "study",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        mnist_dir,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--test-samples",
+        "3",
+        "--grad-var-draws",
+        "2",
+        "--estimator",
+        "disarm",
+        "arm",
+        "--out",
+        str(tmp_path / "s"),
+    ]
     held = tmp_path / "s" / "linear-arm-seed0"
     held.mkdir(parents=True)
     (held / locks.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
@@ -109,6 +133,7 @@ def test_a_study_holds_every_run_folder(data, tmp_path, capsys):
 
 
 # ---- files: temporaries, a full disk, damaged files ------------------------------------------------------
+
 
 def test_a_failed_checkpoint_write_leaves_no_temporary_and_the_previous_checkpoint(tmp_path, monkeypatch):
     from armgrad.experiments import training
@@ -123,20 +148,22 @@ def test_a_failed_checkpoint_write_leaves_no_temporary_and_the_previous_checkpoi
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(training.torch, "save", full)
-    with pytest.raises(StorageFullError, match="is full: the checkpoint of step 2 could not be written; the previous "
-                                               "checkpoint is intact"):
+    with pytest.raises(
+        StorageFullError,
+        match="is full: the checkpoint of step 2 could not be written; the previous checkpoint is intact",
+    ):
         training.save_checkpoint(path, {"step": 2, "config": {}, "model": {}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
     assert training.load_checkpoint(path)["step"] == 1
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_named_as_such_from_the_command_line(data, tmp_path):
+def test_a_full_disk_is_named_as_such_from_the_command_line(mnist_dir, tmp_path):
     """A file-size limit (what a full disk looks like to a user who is not root): the first checkpoint
     cannot be written; one line says so, nothing half-written is left."""
     out = tmp_path / "r"
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # noqa: E731
-    done = subprocess.run(command(data, out, steps="60"), capture_output=True, text=True, preexec_fn=limit)
+    done = subprocess.run(command(mnist_dir, out, steps="60"), capture_output=True, text=True, preexec_fn=limit)
     assert done.returncode == 1, done.stderr
     assert "is full: the checkpoint of step 50 could not be written; the previous checkpoint is intact" in done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
@@ -144,35 +171,60 @@ def test_a_full_disk_is_named_as_such_from_the_command_line(data, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
-def test_a_damaged_checkpoint_is_named_with_what_to_do(data, tmp_path, capsys, damage):
+def test_a_damaged_checkpoint_is_named_with_what_to_do(mnist_dir, tmp_path, capsys, damage):
     out = tmp_path / "r"
-    assert cli.main(tiny(data, out)) == 0
+    assert cli.main(tiny(mnist_dir, out)) == 0
     path = out / "checkpoint.pt"
     content = path.read_bytes()
     path.write_bytes({"truncated": content[: len(content) // 2], "random": os.urandom(5000), "empty": b""}[damage])
-    err = fails([*tiny(data, out), "--resume", "--steps", "6"], capsys, 1, f"{path} is damaged or not an armgrad checkpoint")
+    err = fails(
+        [*tiny(mnist_dir, out), "--resume", "--steps", "6"],
+        capsys,
+        1,
+        f"{path} is damaged or not an armgrad checkpoint",
+    )
     assert "delete it" in err and "internal error" not in err
 
 
-def test_another_commands_checkpoint_is_refused(data, tmp_path, capsys):
+def test_another_commands_checkpoint_is_refused(mnist_dir, tmp_path, capsys):
     out = tmp_path / "r"
-    sbn = ["sbn", "--dataset", "mnist-threshold", "--data-dir", data, "--steps", "2", "--batch-size", "8",
-           "--eval-every", "2", "--checkpoint-every", "2", "--test-samples", "2", "--eval-samples", "2", "--out", str(out)]
+    sbn = [
+        "sbn",
+        "--dataset",
+        "mnist-threshold",
+        "--data-dir",
+        mnist_dir,
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--test-samples",
+        "2",
+        "--eval-samples",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert cli.main(sbn) == 0
-    fails([*tiny(data, out), "--resume"], capsys, 2, "is the checkpoint of another kind of run")
+    fails([*tiny(mnist_dir, out), "--resume"], capsys, 2, "is the checkpoint of another kind of run")
 
 
-def test_an_output_that_is_a_file_or_cannot_be_written_is_refused_before_training(data, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_an_output_that_is_a_file_or_cannot_be_written_is_refused_before_training(
+    mnist_dir, tmp_path, capsys, monkeypatch
+):
     (tmp_path / "file").write_text("not a folder")
-    fails(tiny(data, tmp_path / "file"), capsys, 2, "is an existing file, not a folder")
+    fails(tiny(mnist_dir, tmp_path / "file"), capsys, 2, "is an existing file, not a folder")
     from armgrad.experiments import training
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(training.tempfile, "mkstemp", read_only)
-    fails(tiny(data, tmp_path / "ro"), capsys, 2, "cannot write into")
+    fails(tiny(mnist_dir, tmp_path / "ro"), capsys, 2, "cannot write into")
     assert not (tmp_path / "ro" / "metrics.csv").exists()
 
 
@@ -186,6 +238,7 @@ def test_a_truncated_data_file_is_named(tmp_path, capsys):
 
 
 # ---- numbers -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_arms_in_float32_at_ten_million_draws_is_float64s_estimate():
@@ -208,13 +261,41 @@ def test_arms_in_float32_at_ten_million_draws_is_float64s_estimate():
 
 # ---- the report: each run once, a damaged run skipped and said ----------------------------------------------
 
+
 @pytest.fixture
-def study(data, tmp_path):
+def study(mnist_dir, tmp_path):
     """Two estimators x two seeds of 2 steps, as `armgrad study` writes them."""
     out = tmp_path / "s"
-    assert cli.main(["study", "--dataset", "mnist", "--data-dir", data, "--steps", "2", "--batch-size", "8",
-                     "--eval-every", "1", "--test-samples", "3", "--grad-var-draws", "2", "--estimator", "disarm",
-                     "arm", "--seed", "0", "1", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "study",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                mnist_dir,
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--eval-every",
+                "1",
+                "--test-samples",
+                "3",
+                "--grad-var-draws",
+                "2",
+                "--estimator",
+                "disarm",
+                "arm",
+                "--seed",
+                "0",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -226,8 +307,9 @@ def test_a_run_reached_twice_or_copied_counts_once(study, tmp_path, capsys):
     shutil.copytree(study / "linear-arm-seed0", study / "copy-of-arm-seed0")
     loaded = load_runs([study, study / "linear-arm-seed1"])
     assert len(loaded.results) == 4
-    assert [d[0] for d in loaded.duplicates] == [str(study / "linear-arm-seed0")] or \
-        [d[0] for d in loaded.duplicates] == [str(study / "copy-of-arm-seed0")]
+    assert [d[0] for d in loaded.duplicates] == [str(study / "linear-arm-seed0")] or [
+        d[0] for d in loaded.duplicates
+    ] == [str(study / "copy-of-arm-seed0")]
     text = write_report([study, study / "linear-arm-seed1"])
     assert "| arm | 2 | 2 |" in text and "is the same run as" in text  # 2 seeds, not 3 (or 4)
     short = summary([study, study / "linear-arm-seed1"])
@@ -236,13 +318,16 @@ def test_a_run_reached_twice_or_copied_counts_once(study, tmp_path, capsys):
     assert "is the same run as" in short
 
 
-@pytest.mark.parametrize("damage,why", [
-    ("results.json:{not json", "is not readable JSON"),
-    ("results.json:", "is not readable JSON"),
-    ("results.json:[1, 2]", "is not an armgrad results file"),
-    ('results.json:{"estimator": "arm", "steps": 2, "test_elbo": "high"}', "test_elbo is 'high', not a number"),
-    ("metrics.csv:step,train_elbo\n1,-500.0\n2", "metrics.csv is missing or damaged"),
-])
+@pytest.mark.parametrize(
+    "damage,why",
+    [
+        ("results.json:{not json", "is not readable JSON"),
+        ("results.json:", "is not readable JSON"),
+        ("results.json:[1, 2]", "is not an armgrad results file"),
+        ('results.json:{"estimator": "arm", "steps": 2, "test_elbo": "high"}', "test_elbo is 'high', not a number"),
+        ("metrics.csv:step,train_elbo\n1,-500.0\n2", "metrics.csv is missing or damaged"),
+    ],
+)
 @pytest.mark.slow
 def test_a_damaged_run_is_skipped_named_and_the_others_reported(study, capsys, damage, why):
     name, content = damage.split(":", 1)
@@ -254,13 +339,14 @@ def test_a_damaged_run_is_skipped_named_and_the_others_reported(study, capsys, d
     assert "Skipped:" in captured.out
 
 
-def test_a_requeued_submitit_job_resumes_its_batch(data, tmp_path):
+def test_a_requeued_submitit_job_resumes_its_batch(mnist_dir, tmp_path):
     """SLURM's preemption or time limit: submitit calls the job's checkpoint(), whose resubmission
     continues the same runs from their checkpoints."""
     from armgrad.experiments.study import BatchJob, study_configs
+
     from test_batched import config
 
-    configs = study_configs(config(data, tmp_path), ["linear"], ["disarm"], [0], tmp_path / "s")
+    configs = study_configs(config(mnist_dir, tmp_path), ["linear"], ["disarm"], [0], tmp_path / "s")
     job = BatchJob()
     again = job.checkpoint(configs, False, 1)
     assert again.args == (configs, True, 1) and isinstance(again.function, BatchJob)

@@ -23,9 +23,11 @@ import torch
 import armgrad
 from armgrad import ESTIMATORS
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue, draw_gradients
-from armgrad.estimators import ENUMERATION, RELAXED, Combined, registry as make_registry, select
+from armgrad.estimators import ENUMERATION, RELAXED, Combined, select
+from armgrad.estimators import registry as make_registry
 from armgrad.estimators.antithetic import ARM
 from armgrad.network import chain_estimate
+
 from conftest import make_objective
 
 MAX_BUDGET = 4
@@ -84,15 +86,24 @@ def chain_refused(spec) -> bool:
 def one_layer_cases(table) -> list:
     """Every unbiased Monte Carlo estimator (enumeration is the oracle: it is checked against a brute-force
     enumeration written here, not against itself)."""
-    return [(name, budget, controls) for name in select(table, unbiased=True)
-            if table[name].evaluates_f_at != ENUMERATION
-            for budget in budgets(table[name]) for controls in controls_for(table[name])]
+    return [
+        (name, budget, controls)
+        for name in select(table, unbiased=True)
+        if table[name].evaluates_f_at != ENUMERATION
+        for budget in budgets(table[name])
+        for controls in controls_for(table[name])
+    ]
 
 
 def chain_cases(table) -> list:
-    return [(name, layers, budget, controls) for name in select(table, unbiased=True)
-            if not chain_refused(table[name]) for layers in (2, 3)
-            for budget in budgets(table[name]) for controls in controls_for(table[name])]
+    return [
+        (name, layers, budget, controls)
+        for name in select(table, unbiased=True)
+        if not chain_refused(table[name])
+        for layers in (2, 3)
+        for budget in budgets(table[name])
+        for controls in controls_for(table[name])
+    ]
 
 
 def refused_chain_cases(table) -> list:
@@ -100,6 +111,7 @@ def refused_chain_cases(table) -> list:
 
 
 # ---- the checks -------------------------------------------------------------------------------
+
 
 def check_one_layer(spec, budget: int, controls: str, seed: int = 0) -> None:
     f = make_objective(BATCH, UNITS, seed=100 + seed)
@@ -121,8 +133,10 @@ def make_chain(layers: int, seed: int):
     x = torch.randn(CHAIN_BATCH, sizes[0], generator=g, dtype=torch.float64)
     params = []
     for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-        params += [1.5 * torch.randn(d_in, d_out, generator=g, dtype=torch.float64),
-                   torch.randn(d_out, generator=g, dtype=torch.float64)]
+        params += [
+            1.5 * torch.randn(d_in, d_out, generator=g, dtype=torch.float64),
+            torch.randn(d_out, generator=g, dtype=torch.float64),
+        ]
     total = sum(sizes[1:])
     a = torch.randn(total, total, generator=g, dtype=torch.float64)
     target = torch.rand(CHAIN_BATCH, total, generator=g, dtype=torch.float64)
@@ -136,10 +150,12 @@ def make_chain(layers: int, seed: int):
 
 def layer_fns(params, draws: int | None = None):
     """``layer_t(h) = h @ W_t + c_t``; with ``draws``, the parameters carry a leading draw dimension."""
+
     def layer(w, c):
         if draws is None:
             return lambda h: h @ w + c
         return lambda h: h @ w + c.unsqueeze(-2)
+
     return [layer(w, c) for w, c in zip(params[::2], params[1::2])]
 
 
@@ -153,7 +169,7 @@ def brute_force_chain(x, params, objective):
         b, start, samples, logits, log_q, h = torch.tensor(bits, dtype=torch.float64), 0, [], [], 0, x
         for layer, d in zip(layers, sizes):
             phi = layer(h)
-            bt = b[start:start + d].expand(CHAIN_BATCH, d)
+            bt = b[start : start + d].expand(CHAIN_BATCH, d)
             log_q = log_q + torch.distributions.Bernoulli(logits=phi).log_prob(bt).sum(-1)
             samples.append(bt.unsqueeze(0))
             logits.append(phi.detach().unsqueeze(0))
@@ -168,15 +184,22 @@ def check_chain(spec, layers: int, budget: int, controls: str, seed: int = 0) ->
     # one copy of the parameters per draw, so that their .grad[r] is the r-th draw's gradient
     copies = [p.expand(CHAIN_DRAWS, *p.shape).clone().requires_grad_(True) for p in params]
     estimators = [make_instance(spec, w.shape[1], controls, seed + t) for t, w in enumerate(params[::2])]
-    value = chain_estimate(objective, layer_fns(copies, CHAIN_DRAWS), x.expand(CHAIN_DRAWS, *x.shape), estimators,
-                           budget, generator=torch.Generator().manual_seed(seed))
+    value = chain_estimate(
+        objective,
+        layer_fns(copies, CHAIN_DRAWS),
+        x.expand(CHAIN_DRAWS, *x.shape),
+        estimators,
+        budget,
+        generator=torch.Generator().manual_seed(seed),
+    )
     assert value.shape == (CHAIN_DRAWS, CHAIN_BATCH)
     value.sum().backward()
     # a weight's gradient x^T g mixes the per-example gradients g that the bias's gradient sums: the
     # chi-square test (which assumes independent z-scores) is taken over the biases' alone
     for i, (p, exact_grad) in enumerate(zip(copies, truth)):
-        assert_unbiased(p.grad, exact_grad, f"{spec.name} on {layers} layers, budget {budget}, parameter {i}",
-                        chi2=i % 2 == 1)
+        assert_unbiased(
+            p.grad, exact_grad, f"{spec.name} on {layers} layers, budget {budget}, parameter {i}", chi2=i % 2 == 1
+        )
 
 
 def check_bias_detectable(spec, seed: int = 0) -> None:
@@ -190,6 +213,7 @@ def check_bias_detectable(spec, seed: int = 0) -> None:
 
 
 # ---- the generated tests ---------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,budget,controls", one_layer_cases(ESTIMATORS))
@@ -236,6 +260,7 @@ def test_exact_is_the_brute_force_enumeration():
 
 # ---- the generated tests have power ----------------------------------------------------------------
 
+
 class ARMTimes(ARM):
     """A deliberately wrong estimator: ARM's gradient times 1.1 (its value is still right)."""
 
@@ -263,6 +288,7 @@ def test_a_wrong_estimator_is_caught():
 
 
 # ---- enumeration through chains ---------------------------------------------------------------------
+
 
 def test_exact_on_a_one_layer_chain_is_armgrad_exact():
     g = torch.Generator().manual_seed(0)
@@ -297,6 +323,7 @@ def test_exact_through_a_chain_refuses_mixing_and_too_many_units():
 
 
 # ---- the README's estimator table is the registry's ------------------------------------------------
+
 
 def test_readme_estimator_table_is_the_registry():
     from pathlib import Path

@@ -7,13 +7,14 @@ away from them; the power tests here show why moving them matters."""
 
 import pytest
 import torch
+from test_generated import make_instance, moderate_logits
 
 import armgrad
 from armgrad import ESTIMATORS
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue, draw_gradients
 from armgrad.estimators.gradient_control import RODEO, DoubleCV
+
 from conftest import make_objective, summed_variance, train_controls
-from test_generated import make_instance, moderate_logits
 
 
 def test_double_cv_is_exact_for_a_linear_f_at_alpha_minus_one():
@@ -23,7 +24,9 @@ def test_double_cv_is_exact_for_a_linear_f_at_alpha_minus_one():
     f = lambda b: (b * w).sum(-1) + 3.0  # noqa: E731
     _, truth = armgrad.exact(f, phi)
     for k in (2, 3, 5):
-        g = armgrad.grad(f, phi, DoubleCV(num_units=4, alpha=-1.0).double(), k, generator=torch.Generator().manual_seed(k))
+        g = armgrad.grad(
+            f, phi, DoubleCV(num_units=4, alpha=-1.0).double(), k, generator=torch.Generator().manual_seed(k)
+        )
         torch.testing.assert_close(g, truth)
 
 
@@ -93,7 +96,8 @@ def test_an_f_without_a_gradient_in_b_is_refused(name):
 def test_the_pathwise_gradient_still_reaches_what_f_closes_over(name):
     w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     f = lambda b: (w * (b - 0.4) ** 2).sum(-1)  # noqa: E731
-    value = armgrad.estimate(f, torch.zeros(3, 4, dtype=torch.float64), ESTIMATORS[name].create(num_units=4).double(),
-                             2)
+    value = armgrad.estimate(
+        f, torch.zeros(3, 4, dtype=torch.float64), ESTIMATORS[name].create(num_units=4).double(), 2
+    )
     value.sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0

@@ -29,6 +29,7 @@ def problem(seed: int):
         def log_weight(b):
             log_q = (b * F.logsigmoid(logits) + (1 - b) * F.logsigmoid(-logits)).sum(-1)
             return -3 * ((b - target) ** 2).sum(-1) + ((b @ coupling) * b).sum(-1) - log_q
+
         return log_weight
 
     return phi, make_log_weight
@@ -43,7 +44,9 @@ def exact_gradient(phi, make_log_weight, k):
 def draws(estimator, phi, make_log_weight, k, seed=0):
     """``DRAWS`` independent estimates of ``L_K`` and of its gradient w.r.t. the logits (pathwise part included)."""
     leaf = phi.expand(DRAWS, *phi.shape).clone().requires_grad_(True)
-    value = multisample.estimate(make_log_weight(leaf), leaf, estimator, k, generator=torch.Generator().manual_seed(seed))
+    value = multisample.estimate(
+        make_log_weight(leaf), leaf, estimator, k, generator=torch.Generator().manual_seed(seed)
+    )
     return value.detach(), torch.autograd.grad(value.sum(), leaf)[0]
 
 
@@ -57,8 +60,9 @@ def check(estimator, k, seed=0):
     values, grads = draws(estimator, phi, make_log_weight, k, seed)
     for what, sample, truth in (("gradient", grads, grad), ("value", values, value)):
         z = bias_z_scores(sample, truth)
-        assert z.abs().max() < 5 and chi2_pvalue(z) > 1e-4, \
+        assert z.abs().max() < 5 and chi2_pvalue(z) > 1e-4, (
             f"{estimator} K={k} {what}: max |z| = {z.abs().max():.2f}, chi2 p = {chi2_pvalue(z):.2e}"
+        )
 
 
 @pytest.mark.parametrize("name,k", cases(ESTIMATORS))
@@ -132,13 +136,16 @@ def test_a_single_zero_weight_is_legitimate():
         assert torch.isfinite(value).all() and torch.isfinite(g).all(), name
 
 
-@pytest.mark.parametrize("bad,match", [
-    (lambda b: b.sum(), r"log_weight returned shape \(\), expected \(2, 2\)"),
-    (lambda b: b.sum(-1).long(), "floating-point"),
-    (lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0, "nan or \\+inf"),
-    (lambda b: b.sum(-1) + math.inf, "nan or \\+inf"),
-    (lambda b: b.sum(-1) - math.inf, "every log-weight of a batch element is -inf"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda b: b.sum(), r"log_weight returned shape \(\), expected \(2, 2\)"),
+        (lambda b: b.sum(-1).long(), "floating-point"),
+        (lambda b: b.sum(-1) / 0.0 - b.sum(-1) / 0.0, "nan or \\+inf"),
+        (lambda b: b.sum(-1) + math.inf, "nan or \\+inf"),
+        (lambda b: b.sum(-1) - math.inf, "every log-weight of a batch element is -inf"),
+    ],
+)
 def test_bad_log_weights(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         multisample.estimate(bad, torch.zeros(2, 3), "vimco", 2)
@@ -157,6 +164,7 @@ def test_bad_budgets_and_names():
 
 # ---- training on the K-sample bound from the command line --------------------------------------------
 
+
 @pytest.fixture
 def data(tmp_path, monkeypatch):
     from test_data import write_mnist
@@ -167,9 +175,34 @@ def data(tmp_path, monkeypatch):
 
 
 def iwae_flags(data, out, estimator, k="3", *extra):
-    return ["vae", "--dataset", "mnist", "--data-dir", data, "--steps", "4", "--batch-size", "8", "--eval-every", "2",
-            "--checkpoint-every", "2", "--test-samples", "5", "--grad-var-draws", "2", "--objective", "iwae",
-            "--estimator", estimator, "--num-samples", k, "--out", str(out), *extra]
+    return [
+        "vae",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data,
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--test-samples",
+        "5",
+        "--grad-var-draws",
+        "2",
+        "--objective",
+        "iwae",
+        "--estimator",
+        estimator,
+        "--num-samples",
+        k,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
@@ -192,12 +225,15 @@ def test_iwae_trains_from_the_command_line_and_resumes_exactly(tmp_path, data, n
         assert resumed[key] == straight[key], key
 
 
-@pytest.mark.parametrize("flags,match", [
-    (["--objective", "iwae", "--estimator", "disarm"], "'disarm' estimates single-sample objectives"),
-    (["--objective", "iwae", "--estimator", "vimco", "--num-samples", "1"], "too small for estimator 'vimco'"),
-    (["--objective", "iwae", "--estimator", "vimco", "--model", "linear2"], "one stochastic layer"),
-    (["--estimator", "vimco"], "--estimator vimco estimates the multi-sample bound: add --objective iwae"),
-])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        (["--objective", "iwae", "--estimator", "disarm"], "'disarm' estimates single-sample objectives"),
+        (["--objective", "iwae", "--estimator", "vimco", "--num-samples", "1"], "too small for estimator 'vimco'"),
+        (["--objective", "iwae", "--estimator", "vimco", "--model", "linear2"], "one stochastic layer"),
+        (["--estimator", "vimco"], "--estimator vimco estimates the multi-sample bound: add --objective iwae"),
+    ],
+)
 def test_iwae_usage_errors(tmp_path, capsys, flags, match):
     from armgrad import cli
 

@@ -11,6 +11,7 @@ import torch
 from armgrad import ESTIMATORS
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue
 from armgrad.network import chain_estimate
+
 from conftest import instance
 
 R, B, D0, D1, D2 = 4000, 3, 3, 2, 3
@@ -40,8 +41,9 @@ def exact_gradients(x, params, objective):
         b = torch.tensor(bits, dtype=torch.float64)
         b1, b2 = b[:D1].expand(B, D1), b[D1:].expand(B, D2)
         phi2 = b1 @ w1 + c1
-        log_q = (torch.distributions.Bernoulli(logits=phi1).log_prob(b1).sum(-1)
-                 + torch.distributions.Bernoulli(logits=phi2).log_prob(b2).sum(-1))
+        log_q = torch.distributions.Bernoulli(logits=phi1).log_prob(b1).sum(-1) + torch.distributions.Bernoulli(
+            logits=phi2
+        ).log_prob(b2).sum(-1)
         f = objective([b1.unsqueeze(0), b2.unsqueeze(0)], [phi1.detach().unsqueeze(0), phi2.detach().unsqueeze(0)])[0]
         total = total + (log_q.exp() * f).sum()
     return torch.autograd.grad(total, (w0, w1, c1))
@@ -59,8 +61,14 @@ def test_a_missing_propagation_is_detected():
         frozen.setdefault("phi", out)
         return frozen["phi"].expand_as(out) if frozen["phi"].shape != out.shape else out
 
-    value = chain_estimate(objective, [lambda h: h @ w0, stale_top], x.expand(R, B, D0), "arm", 2,
-                           generator=torch.Generator().manual_seed(0))
+    value = chain_estimate(
+        objective,
+        [lambda h: h @ w0, stale_top],
+        x.expand(R, B, D0),
+        "arm",
+        2,
+        generator=torch.Generator().manual_seed(0),
+    )
     value.sum().backward()
     z = bias_z_scores(w0.grad, exact[0])
     assert z.abs().max() > 5 or chi2_pvalue(z) < 1e-6
@@ -101,8 +109,9 @@ def test_one_layer_chain_is_the_plain_estimate(name):
     target = torch.rand(4, 5, generator=g, dtype=torch.float64)
     f = lambda b: ((b - target) ** 2).sum(-1)  # noqa: E731
     budget, est = ESTIMATORS[name].valid_budget(2), instance(name, 5)
-    chained = chain_estimate(lambda s, _: f(s[0]), [lambda h: h @ w], x, est, budget,
-                             generator=torch.Generator().manual_seed(1))
+    chained = chain_estimate(
+        lambda s, _: f(s[0]), [lambda h: h @ w], x, est, budget, generator=torch.Generator().manual_seed(1)
+    )
     (g_chain,) = torch.autograd.grad(chained.sum(), w)
     # no ancestral sample is drawn for the last layer (the estimator replaces it): the same noise
     gen = torch.Generator().manual_seed(1)
@@ -114,18 +123,28 @@ def test_one_layer_chain_is_the_plain_estimate(name):
 
 def test_rebar_with_hard_upper_layers_is_detected(monkeypatch):
     """REBAR's control needs the layers above relaxed with shared noise; drawn hard, layer 1 is biased."""
-    from armgrad import network
     from test_generated import CHAIN_DRAWS, brute_force_chain, layer_fns, make_chain
+
+    from armgrad import network
 
     x, params, objective = make_chain(2, seed=300)
     _, truth = brute_force_chain(x, params, objective)
-    monkeypatch.setattr(network, "_relaxed_configurations",
-                        lambda base_samples, base_logits, layers, t, stacked, temperature, generator:
-                        network._configurations(base_samples, base_logits, layers, t, stacked,
-                                                base_logits[t].detach(), generator))
+    monkeypatch.setattr(
+        network,
+        "_relaxed_configurations",
+        lambda base_samples, base_logits, layers, t, stacked, temperature, generator: network._configurations(
+            base_samples, base_logits, layers, t, stacked, base_logits[t].detach(), generator
+        ),
+    )
     copies = [p.expand(CHAIN_DRAWS, *p.shape).clone().requires_grad_(True) for p in params]
-    value = chain_estimate(objective, layer_fns(copies, CHAIN_DRAWS), x.expand(CHAIN_DRAWS, *x.shape), "rebar", 3,
-                           generator=torch.Generator().manual_seed(0))
+    value = chain_estimate(
+        objective,
+        layer_fns(copies, CHAIN_DRAWS),
+        x.expand(CHAIN_DRAWS, *x.shape),
+        "rebar",
+        3,
+        generator=torch.Generator().manual_seed(0),
+    )
     value.sum().backward()
     z = bias_z_scores(copies[0].grad, truth[0])
     assert z.abs().max() > 10

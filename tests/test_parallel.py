@@ -12,6 +12,7 @@ import armgrad
 from armgrad.experiments import parallel
 from armgrad.experiments.training import backward_step
 from armgrad.experiments.vae import VAEConfig, train
+
 from test_data import write_mnist
 
 
@@ -21,8 +22,19 @@ def empty_cache(tmp_path, monkeypatch):
 
 
 def settings(data, out, **overrides) -> dict:
-    base = dict(dataset="mnist", data_dir=str(data), steps=4, batch_size=8, eval_every=2, checkpoint_every=2,
-                test_samples=3, grad_var_draws=2, estimator="disarm", model="linear2", out=str(out))
+    base = dict(
+        dataset="mnist",
+        data_dir=str(data),
+        steps=4,
+        batch_size=8,
+        eval_every=2,
+        checkpoint_every=2,
+        test_samples=3,
+        grad_var_draws=2,
+        estimator="disarm",
+        model="linear2",
+        out=str(out),
+    )
     return {**base, **overrides}
 
 
@@ -36,8 +48,17 @@ def config(data, out, **overrides):
 
 def torchrun(args, tmp_path, processes=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ARMGRAD_DATA": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "armgrad", "vae", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "armgrad",
+        "vae",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -64,7 +85,7 @@ def test_two_processes_match_one_process_with_the_same_shards_and_resume(tmp_pat
     alone = train(config(data, tmp_path / "alone", shards=2))
 
     done = torchrun(flags(data, tmp_path / "ddp"), tmp_path)
-    printed = json.loads(done.stdout[done.stdout.index("{"):])  # rank 0 alone prints the results
+    printed = json.loads(done.stdout[done.stdout.index("{") :])  # rank 0 alone prints the results
     assert printed["processes"] == 2 and printed["steps"] == 4
     ddp = load(tmp_path / "ddp")
     assert ddp["config"]["shards"] == 2  # one shard per process, recorded for resuming

@@ -92,8 +92,10 @@ def two_layer_guide(n, normals=True):
     with pyro.plate("data", n, dim=-1):
         y = pyro.sample("y", dist.Normal(m[:, 0], 1.0)) if normals else 0.0
         z1 = [pyro.sample(f"a{d}", dist.Bernoulli(logits=phi1[:, d] + 0.5 * y)) for d in range(3)]
-        z2 = [pyro.sample(f"b{k}", dist.Bernoulli(logits=phi2[:, k] + sum(A[d, k] * z1[d] for d in range(3))))
-              for k in range(3)]
+        z2 = [
+            pyro.sample(f"b{k}", dist.Bernoulli(logits=phi2[:, k] + sum(A[d, k] * z1[d] for d in range(3))))
+            for k in range(3)
+        ]
         if normals:
             pyro.sample("u", dist.Normal(m[:, 1] + z2[0] - z2[2], 1.0))
 
@@ -103,8 +105,7 @@ def two_layer_model(n, normals=True):
     with pyro.plate("data", n, dim=-1):
         y = pyro.sample("y", dist.Normal(0.0, 1.0)) if normals else 0.0
         z1 = [pyro.sample(f"a{d}", dist.Bernoulli(logits=theta[:, d])) for d in range(3)]
-        z2 = [pyro.sample(f"b{k}", dist.Bernoulli(logits=theta[:, 3 + k] + z1[k] - z1[(k + 1) % 3]))
-              for k in range(3)]
+        z2 = [pyro.sample(f"b{k}", dist.Bernoulli(logits=theta[:, 3 + k] + z1[k] - z1[(k + 1) % 3])) for k in range(3)]
         u = pyro.sample("u", dist.Normal(0.5 * (z2[0] + z2[1]), 1.0)) if normals else 0.0
         s = z1[0] - 2 * z1[1] * z2[2] + z2[0] + 0.7 * z2[1] * z1[2] + 0.5 * y - 0.3 * u
         pyro.sample("x", dist.Bernoulli(logits=decode(s)).to_event(1), obs=X.expand(n, 4))
@@ -156,7 +157,11 @@ def brute_force_gradient(model, guide, sites):
 def test_the_reference_is_exact(case):
     """TraceEnum with one scalar site per unit equals brute-force enumeration in plain torch."""
     model, guide, _ = CASES[case]
-    sites = [f"z{d}" for d in range(4)] if case == "one layer" else [f"a{d}" for d in range(3)] + [f"b{k}" for k in range(3)]
+    sites = (
+        [f"z{d}" for d in range(4)]
+        if case == "one layer"
+        else [f"a{d}" for d in range(3)] + [f"b{k}" for k in range(3)]
+    )
     ref = reference(model, guide, 1)[0]
     torch.testing.assert_close(ref, brute_force_gradient(model, guide, sites), rtol=1e-9, atol=1e-12)
 
@@ -164,6 +169,7 @@ def test_the_reference_is_exact(case):
 def test_the_reference_trap_to_event_is_not_enumerated():
     """The trap the reference avoids: a .to_event(1) Bernoulli site is not enumerated, so TraceEnum's
     gradient of such a guide is a Monte Carlo one (it varies with the seed)."""
+
     def guide(n):
         phi = pyro.param("phi", PHI.clone())
         pyro.sample("z", dist.Bernoulli(logits=phi).to_event(1))
@@ -279,7 +285,9 @@ def test_loss_is_trace_elbo_loss_with_scale_subsampling_and_particles():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case, vectorize_branches", [("two layers", False), ("two layers, Normal before and after", True)])
+@pytest.mark.parametrize(
+    "case, vectorize_branches", [("two layers", False), ("two layers, Normal before and after", True)]
+)
 def test_the_value_with_the_gradient_is_unbiased(case, vectorize_branches):
     """``loss_and_grads`` returns the mean -ELBO over the ancestral run and every branch: unbiased."""
     model, guide, noisy = CASES[case]
@@ -295,6 +303,7 @@ def test_the_value_with_the_gradient_is_unbiased(case, vectorize_branches):
 
 def test_probs_and_to_event_sites_and_vectorized_particles_are_unbiased():
     """A .to_event(1) site given by probs, particles vectorised: the mean gradient is the exact one."""
+
     def guide():
         phi = pyro.param("phi", PHI.clone())
         pyro.sample("z", dist.Bernoulli(probs=torch.sigmoid(phi)).to_event(1))
@@ -421,8 +430,23 @@ def test_the_pyro_vae_example_runs(tmp_path, flags):
 
     write_mnist(tmp_path / "data", n_train=120, n_test=30)
     example = Path(__file__).parent.parent / "examples" / "pyro_vae.py"
-    command = [sys.executable, str(example), "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
-               "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--save", str(tmp_path / "vae.pt"), *flags]
+    command = [
+        sys.executable,
+        str(example),
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "8",
+        "--save",
+        str(tmp_path / "vae.pt"),
+        *flags,
+    ]
     env = {**os.environ, "ARMGRAD_DATA": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,9 +1,9 @@
 """The README's quickstart runs as written."""
 
 import re
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,6 +9,7 @@ import torch
 from armgrad import cli
 from armgrad.experiments.sbn import SBNConfig, nll_bound, train
 from armgrad.models.sbn import StochasticBinaryNetwork
+
 from test_data import write_mnist
 
 
@@ -50,8 +51,17 @@ def test_structure(model):
 
 def tiny(tmp_path, **overrides):
     write_mnist(tmp_path / "data", n_train=120, n_test=30)
-    base = dict(dataset="mnist-threshold", data_dir=str(tmp_path / "data"), steps=6, batch_size=8,
-                eval_every=3, checkpoint_every=3, test_samples=7, eval_samples=3, out=str(tmp_path / "run"))
+    base = dict(
+        dataset="mnist-threshold",
+        data_dir=str(tmp_path / "data"),
+        steps=6,
+        batch_size=8,
+        eval_every=3,
+        checkpoint_every=3,
+        test_samples=7,
+        eval_samples=3,
+        out=str(tmp_path / "run"),
+    )
     return SBNConfig(**{**base, **overrides})
 
 
@@ -71,9 +81,34 @@ def test_dynamic_binarisation_is_refused(tmp_path):
 
 def test_cli_sbn_on_mnist_files(tmp_path, capsys):
     config = tiny(tmp_path)
-    assert cli.main(["sbn", "--dataset", "mnist-threshold", "--data-dir", config.data_dir, "--steps", "4",
-                     "--batch-size", "8", "--eval-every", "2", "--test-samples", "5", "--eval-samples", "2",
-                     "--estimator", "arm", "--model", "nonlinear", "--out", str(tmp_path / "sbn")]) == 0
+    assert (
+        cli.main(
+            [
+                "sbn",
+                "--dataset",
+                "mnist-threshold",
+                "--data-dir",
+                config.data_dir,
+                "--steps",
+                "4",
+                "--batch-size",
+                "8",
+                "--eval-every",
+                "2",
+                "--test-samples",
+                "5",
+                "--eval-samples",
+                "2",
+                "--estimator",
+                "arm",
+                "--model",
+                "nonlinear",
+                "--out",
+                str(tmp_path / "sbn"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "sbn" / "results.json").read_text())
     assert {"dataset", "model", "estimator", "steps", "seconds", "test_nll_bound", "valid_nll_bound"} <= set(results)
     assert (tmp_path / "sbn" / "completions.png").exists() and (tmp_path / "sbn" / "curves.png").exists()

@@ -41,8 +41,26 @@ def test_reinforce_drifts_where_arm_does_not():
 
 @pytest.mark.slow
 def test_cli_toy_writes_every_output(tmp_path, capsys):
-    assert cli.main(["toy", "--quick", "--steps", "20", "--seeds", "1", "--out", str(tmp_path),
-                     "--estimators", "arm", "reinforce", "relax", "exact"]) == 0
+    assert (
+        cli.main(
+            [
+                "toy",
+                "--quick",
+                "--steps",
+                "20",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--estimators",
+                "arm",
+                "reinforce",
+                "relax",
+                "exact",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     runs = results["runs"]
     assert len(runs) == 4 * 5  # 4 estimators x (4 targets + the high-dimensional version) x 1 seed

@@ -14,8 +14,9 @@ import torch
 
 import armgrad
 from armgrad import ESTIMATORS
-from armgrad.estimators.antithetic import _arms_joint_low
 from armgrad.diagnostics import bias_z_scores, chi2_pvalue, draw_gradients
+from armgrad.estimators.antithetic import _arms_joint_low
+
 from conftest import UNBIASED, make_logits, make_objective
 
 DRAWS = 20000
@@ -44,8 +45,9 @@ def test_unbiased_at_smallest_budget_float32(name):
     f = make_objective(6, 4, seed=5, dtype=torch.float32)
     phi = make_logits(6, 4, seed=6, dtype=torch.float32)
     _, exact_grad = armgrad.exact(f, phi)
-    draws = draw_gradients(f, phi, name, ESTIMATORS[name].valid_budget(2), DRAWS,
-                           generator=torch.Generator().manual_seed(7))
+    draws = draw_gradients(
+        f, phi, name, ESTIMATORS[name].valid_budget(2), DRAWS, generator=torch.Generator().manual_seed(7)
+    )
     assert draws.dtype == torch.float32
     assert_unbiased(draws, exact_grad)
 
@@ -80,8 +82,9 @@ def test_value_is_unbiased_for_expectation(name):
         s = b.shape[0]
         return f(b.reshape(s * r, 6, 4)).reshape(s, r, 6)
 
-    values = armgrad.estimate(folded, phi.expand(r, 6, 4), name, 2 if name != "arms" else 3,
-                              generator=torch.Generator().manual_seed(1))
+    values = armgrad.estimate(
+        folded, phi.expand(r, 6, 4), name, 2 if name != "arms" else 3, generator=torch.Generator().manual_seed(1)
+    )
     assert values.shape == (r, 6)
     assert_unbiased(values, exact_value)
 
@@ -102,8 +105,13 @@ def test_pathwise_gradient_of_closed_over_parameters_is_unbiased(name):
     value.sum().backward()
     # one independent copy of w per draw, so that w.grad[r] is the r-th draw's gradient
     w = w0.expand(r, batch, units).clone().requires_grad_(True)
-    armgrad.estimate(objective(w), phi.expand(r, batch, units), name, 2 if name != "arms" else 3,
-                     generator=torch.Generator().manual_seed(3)).sum().backward()
+    armgrad.estimate(
+        objective(w),
+        phi.expand(r, batch, units),
+        name,
+        2 if name != "arms" else 3,
+        generator=torch.Generator().manual_seed(3),
+    ).sum().backward()
     assert_unbiased(w.grad, w_exact.grad)
 
 

@@ -12,6 +12,7 @@ from armgrad.estimators import get_estimator
 from armgrad.experiments.report import _common_steps, _mean_at, paired_differences
 from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
 from armgrad.models.vae import BinaryVAE
+
 from test_data import write_mnist
 
 
@@ -22,8 +23,17 @@ def empty_cache(tmp_path, monkeypatch):
 
 def tiny_config(tmp_path, **overrides):
     write_mnist(tmp_path / "data", n_train=120, n_test=30)
-    base = dict(dataset="mnist", data_dir=str(tmp_path / "data"), steps=6, batch_size=8, eval_every=3,
-                checkpoint_every=3, test_samples=5, grad_var_draws=3, out=str(tmp_path / "run"))
+    base = dict(
+        dataset="mnist",
+        data_dir=str(tmp_path / "data"),
+        steps=6,
+        batch_size=8,
+        eval_every=3,
+        checkpoint_every=3,
+        test_samples=5,
+        grad_var_draws=3,
+        out=str(tmp_path / "run"),
+    )
     return VAEConfig(**{**base, **overrides})
 
 
@@ -89,8 +99,10 @@ def test_resume_refuses_another_configuration(tmp_path):
         train(tiny_config(tmp_path, steps=6, lr=1e-3), resume=True)
 
 
-@pytest.mark.parametrize("model,estimator", [("linear2", "arm"), ("linear", "relax"), ("linear2", "relax"),
-                                             ("linear2", "rodeo"), ("linear", "gumbel")])
+@pytest.mark.parametrize(
+    "model,estimator",
+    [("linear2", "arm"), ("linear", "relax"), ("linear2", "relax"), ("linear2", "rodeo"), ("linear", "gumbel")],
+)
 def test_models_train_with_estimators(tmp_path, model, estimator):
     num_samples = 3 if estimator == "relax" else 2
     results = train(tiny_config(tmp_path, model=model, estimator=estimator, num_samples=num_samples))
@@ -104,31 +116,95 @@ def test_cli_vae_and_report(tmp_path, capsys):
     config = tiny_config(tmp_path)
     for estimator in ["arm", "disarm"]:
         for seed in [0, 1]:
-            assert cli.main(["vae", "--dataset", "mnist", "--data-dir", config.data_dir, "--steps", "4",
-                             "--batch-size", "8", "--eval-every", "2", "--test-samples", "3",
-                             "--grad-var-draws", "2", "--estimator", estimator, "--seed", str(seed),
-                             "--out", str(tmp_path / "runs" / f"{estimator}-{seed}")]) == 0
+            assert (
+                cli.main(
+                    [
+                        "vae",
+                        "--dataset",
+                        "mnist",
+                        "--data-dir",
+                        config.data_dir,
+                        "--steps",
+                        "4",
+                        "--batch-size",
+                        "8",
+                        "--eval-every",
+                        "2",
+                        "--test-samples",
+                        "3",
+                        "--grad-var-draws",
+                        "2",
+                        "--estimator",
+                        estimator,
+                        "--seed",
+                        str(seed),
+                        "--out",
+                        str(tmp_path / "runs" / f"{estimator}-{seed}"),
+                    ]
+                )
+                == 0
+            )
     results = json.loads((tmp_path / "runs" / "arm-0" / "results.json").read_text())
-    assert {"dataset", "model", "estimator", "steps", "seconds", "train_elbo", "test_elbo", "test_bound",
-            "grad_var"} <= set(results)
+    assert {
+        "dataset",
+        "model",
+        "estimator",
+        "steps",
+        "seconds",
+        "train_elbo",
+        "test_elbo",
+        "test_bound",
+        "grad_var",
+    } <= set(results)
     assert (tmp_path / "runs" / "arm-0" / "curves.png").exists()
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
     assert "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table and "±" in table
     # a shorter run (a study in progress) is its own row, never averaged with the finished ones
-    assert cli.main(["vae", "--dataset", "mnist", "--data-dir", config.data_dir, "--steps", "2", "--batch-size", "8",
-                     "--eval-every", "2", "--test-samples", "3", "--grad-var-draws", "2", "--estimator", "arm",
-                     "--seed", "2", "--out", str(tmp_path / "runs" / "arm-2")]) == 0
+    assert (
+        cli.main(
+            [
+                "vae",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                config.data_dir,
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--eval-every",
+                "2",
+                "--test-samples",
+                "3",
+                "--grad-var-draws",
+                "2",
+                "--estimator",
+                "arm",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path / "runs" / "arm-2"),
+            ]
+        )
+        == 0
+    )
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
-    assert "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table and "| mnist | linear | elbo | arm | 2 | 2 | 1 |" in table
+    assert (
+        "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table
+        and "| mnist | linear | elbo | arm | 2 | 2 | 1 |" in table
+    )
     assert (tmp_path / "report" / "report.png").exists()
     # seed by seed against arm: disarm's two seeds pair with arm's at 4 steps; the 2-step arm run has no partner
     paired = json.loads((tmp_path / "report" / "report.json").read_text())["paired"]
     assert [(e["estimator"], e["steps"], e["pairs"]) for e in paired] == [("disarm", 4, 2)]
-    runs = {(e, s): json.loads((tmp_path / "runs" / f"{e}-{s}" / "results.json").read_text())
-            for e in ("arm", "disarm") for s in (0, 1)}
+    runs = {
+        (e, s): json.loads((tmp_path / "runs" / f"{e}-{s}" / "results.json").read_text())
+        for e in ("arm", "disarm")
+        for s in (0, 1)
+    }
     diffs = [runs["disarm", s]["test_elbo"] - runs["arm", s]["test_elbo"] for s in (0, 1)]
     assert paired[0]["test_elbo"]["mean"] == pytest.approx(sum(diffs) / 2)
     assert "| mnist | linear | elbo | 2 | 4 | disarm | 2 |" in table
@@ -137,11 +213,27 @@ def test_cli_vae_and_report(tmp_path, capsys):
 def test_paired_differences_cancel_the_seed_effect():
     # each seed shifts every estimator alike (+10 per seed); b is 1 above a whatever the seed
     def run(estimator, seed, elbo, steps=100):
-        return dict(dataset="d", model="linear", estimator=estimator, num_samples=2, steps=steps, seed=seed,
-                    test_elbo=elbo, test_bound=None)
-    results = [run("a", 0, -100.0), run("a", 1, -90.0), run("a", 2, -80.0),
-               run("b", 0, -99.0), run("b", 1, -89.0), run("b", 2, -79.0), run("b", 3, -50.0),  # seed 3: no partner
-               run("c", 0, -120.0, steps=50)]  # other steps: no partner
+        return dict(
+            dataset="d",
+            model="linear",
+            estimator=estimator,
+            num_samples=2,
+            steps=steps,
+            seed=seed,
+            test_elbo=elbo,
+            test_bound=None,
+        )
+
+    results = [
+        run("a", 0, -100.0),
+        run("a", 1, -90.0),
+        run("a", 2, -80.0),
+        run("b", 0, -99.0),
+        run("b", 1, -89.0),
+        run("b", 2, -79.0),
+        run("b", 3, -50.0),  # seed 3: no partner
+        run("c", 0, -120.0, steps=50),
+    ]  # other steps: no partner
     (entry,) = paired_differences(results, "a")
     assert (entry["estimator"], entry["reference"], entry["pairs"]) == ("b", "a", 3)
     assert entry["test_elbo"]["mean"] == pytest.approx(1.0) and entry["test_elbo"]["stderr"] == pytest.approx(0.0)

@@ -48,9 +48,7 @@ def check_logits(logits) -> None:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor of shape (*batch, D), got {type(logits).__name__}")
     if not logits.is_floating_point():
-        raise TypeError(
-            f"logits must be a floating-point tensor (float32 or float64), got dtype {logits.dtype}"
-        )
+        raise TypeError(f"logits must be a floating-point tensor (float32 or float64), got dtype {logits.dtype}")
     if logits.dim() == 0:
         raise ValueError(
             "logits must have an event dimension: expected shape (*batch, D), got a scalar "

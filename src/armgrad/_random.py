@@ -25,8 +25,10 @@ class RunGenerators:
     def uniform(self, shape, dtype, device) -> torch.Tensor:
         shape = tuple(shape)
         if len(shape) < -self.axis or shape[self.axis] != len(self.generators):
-            raise ValueError(f"a draw of shape {shape} for {len(self.generators)} runs: expected the run axis "
-                             f"({self.axis}) to have {len(self.generators)} entries")
+            raise ValueError(
+                f"a draw of shape {shape} for {len(self.generators)} runs: expected the run axis "
+                f"({self.axis}) to have {len(self.generators)} entries"
+            )
         alone = shape[: self.axis] + shape[self.axis + 1 :] if self.axis != -1 else shape[:-1]
         parts = [torch.rand(alone, generator=g, dtype=dtype, device=device) for g in self.generators]
         return torch.stack(parts, dim=len(shape) + self.axis)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -13,8 +13,9 @@ from .estimators.exact import Exact
 from .families import BERNOULLI, Family
 
 
-def _run(f: Callable, logits: torch.Tensor, est: Estimator, num_samples: int, generator, noise, options,
-         what: str = "f") -> Estimate:
+def _run(
+    f: Callable, logits: torch.Tensor, est: Estimator, num_samples: int, generator, noise, options, what: str = "f"
+) -> Estimate:
     """Check the budget, the options and ``f`` (named ``what`` in errors), draw or check the noise, estimate."""
     family = est.family
     est.check_budget(num_samples, family.event_shape(logits.shape))

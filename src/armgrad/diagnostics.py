@@ -28,8 +28,8 @@ Categorical variables: the same functions with ``family="categorical"`` and logi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -50,8 +50,7 @@ def family_of(family) -> Family:
 
 def default_estimators(family="bernoulli") -> list[str]:
     """Every unbiased, stateless estimator of ``family`` that evaluates ``f`` at discrete points only."""
-    return select(REGISTRY[family_of(family)], unbiased=True, evaluates_f_at=BINARY, learned=False,
-                  needs_df_db=False)
+    return select(REGISTRY[family_of(family)], unbiased=True, evaluates_f_at=BINARY, learned=False, needs_df_db=False)
 
 
 def draw_gradients(
@@ -108,8 +107,7 @@ def _draw(f, phi, est, num_samples, num_draws, generator, max_elements, options)
     draws = []
     for start in range(0, num_draws, chunk):
         r = min(chunk, num_draws - start)
-        draws.append(api.grad_in(family, folded, phi.expand(r, *phi.shape), est, num_samples, generator, None,
-                                 options))
+        draws.append(api.grad_in(family, folded, phi.expand(r, *phi.shape), est, num_samples, generator, None, options))
     return torch.cat(draws)
 
 
@@ -244,9 +242,9 @@ def compare(
 
     Args:
         f, logits: as in :func:`armgrad.estimate`; ``D`` must be small enough to enumerate.
-        estimators: names (or estimator objects); by default :func:`default_estimators`. Each is run at ``num_samples`` f evaluations,
-            rounded up to its smallest valid budget (e.g. 2 for ``arm`` when ``num_samples=1``),
-            and the row records the evaluations actually spent.
+        estimators: names (or estimator objects); by default :func:`default_estimators`. Each is run at
+            ``num_samples`` f evaluations, rounded up to its smallest valid budget (e.g. 2 for ``arm``
+            when ``num_samples=1``), and the row records the evaluations actually spent.
         options: per-estimator options, ``{name: {option: value}}``.
         min_rare_events: leave a coordinate out of the z-test when fewer rare outcomes of its
             unit are expected among the draws (see the module docstring).

@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_finite, check_logits as check_bernoulli_logits
+from ._checks import check_finite
+from ._checks import check_logits as check_bernoulli_logits
 
 
 class Family:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -70,14 +70,20 @@ def evaluate_log_weights(log_weight: Callable, b: torch.Tensor) -> torch.Tensor:
     out = log_weight(b)
     expected = tuple(b.shape[:-1])
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-        raise TypeError(f"log_weight must return a floating-point torch.Tensor of shape {expected} (S, *batch), "
-                        f"got {type(out).__name__ if not isinstance(out, torch.Tensor) else out.dtype}")
+        raise TypeError(
+            f"log_weight must return a floating-point torch.Tensor of shape {expected} (S, *batch), "
+            f"got {type(out).__name__ if not isinstance(out, torch.Tensor) else out.dtype}"
+        )
     if tuple(out.shape) != expected:
-        raise ValueError(f"log_weight returned shape {tuple(out.shape)}, expected {expected}: it receives samples "
-                         f"of shape (S, *batch, D) = {tuple(b.shape)} and returns one log-weight per sample and "
-                         f"batch element")
-    check_finite(torch.where(out.detach() == -math.inf, 0.0, out.detach()),
-                 "log_weight returned nan or +inf (-inf, a zero weight, is allowed)")
+        raise ValueError(
+            f"log_weight returned shape {tuple(out.shape)}, expected {expected}: it receives samples "
+            f"of shape (S, *batch, D) = {tuple(b.shape)} and returns one log-weight per sample and "
+            f"batch element"
+        )
+    check_finite(
+        torch.where(out.detach() == -math.inf, 0.0, out.detach()),
+        "log_weight returned nan or +inf (-inf, a zero weight, is allowed)",
+    )
     return out
 
 
@@ -151,8 +157,11 @@ class LocalDisARM(MultiSampleEstimator):
         value = self.value(log_w)
         first, second = log_w.detach().chunk(2)
         delta = value.detach().unsqueeze(0) - _replace_each(first, second)  # L - L^(k)
-        check_finite(delta, "the bound is -inf when one sample is swapped for its antithetic partner "
-                            "(all other weights zero): local_disarm's difference is undefined")
+        check_finite(
+            delta,
+            "the bound is -inf when one sample is swapped for its antithetic partner "
+            "(all other weights zero): local_disarm's difference is undefined",
+        )
         b1, b2 = b.chunk(2)
         grad = (0.5 * delta.unsqueeze(-1) * (b1 - b2)).sum(0) * torch.sigmoid(logits.abs())
         return Estimate(value, grad)
@@ -177,14 +186,18 @@ def get_estimator(estimator) -> MultiSampleEstimator:
     if isinstance(estimator, MultiSampleEstimator):
         return estimator
     if not isinstance(estimator, str):
-        raise TypeError(f"estimator must be a name from armgrad.multisample.ESTIMATORS or a multi-sample "
-                        f"estimator, got {type(estimator).__name__}")
+        raise TypeError(
+            f"estimator must be a name from armgrad.multisample.ESTIMATORS or a multi-sample "
+            f"estimator, got {type(estimator).__name__}"
+        )
     if estimator in ESTIMATORS:
         return ESTIMATORS[estimator]
     known = ", ".join(ESTIMATORS)
     if estimator in SINGLE_SAMPLE:
-        raise ValueError(f"estimator {estimator!r} estimates single-sample objectives (armgrad.estimate); for the "
-                         f"K-sample bound use one of {known}")
+        raise ValueError(
+            f"estimator {estimator!r} estimates single-sample objectives (armgrad.estimate); for the "
+            f"K-sample bound use one of {known}"
+        )
     close = difflib.get_close_matches(estimator, ESTIMATORS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"unknown multi-sample estimator {estimator!r}.{hint} Known: {known}")
@@ -231,13 +244,16 @@ def exact(log_weight: Callable, logits: torch.Tensor, num_samples: int, *, max_t
     units = logits.shape[-1]
     check_units(units, MAX_UNITS)
     if (2**units) ** num_samples > max_tuples:
-        raise ValueError(f"exact L_K with D={units} and K={num_samples} has (2^D)^K = {(2 ** units) ** num_samples} "
-                         f"tuples; the limit is {max_tuples} (max_tuples=)")
+        raise ValueError(
+            f"exact L_K with D={units} and K={num_samples} has (2^D)^K = {(2**units) ** num_samples} "
+            f"tuples; the limit is {max_tuples} (max_tuples=)"
+        )
     states = all_states(units, logits.dtype, logits.device)
     b = states.view(states.shape[0], *([1] * (logits.dim() - 1)), units).expand(states.shape[0], *logits.shape)
     log_w = evaluate_log_weights(log_weight, b)  # (M, *batch)
     log_q = log_prob(b, logits)  # (M, *batch), attached to the logits
-    tuples = torch.tensor(list(itertools.product(range(states.shape[0]), repeat=num_samples)),
-                          device=logits.device).T  # (K, M^K)
+    tuples = torch.tensor(
+        list(itertools.product(range(states.shape[0]), repeat=num_samples)), device=logits.device
+    ).T  # (K, M^K)
     probability = log_q[tuples].sum(0).exp()  # (M^K, *batch)
     return (probability * bound(log_w[tuples])).sum(0)

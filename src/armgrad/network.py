@@ -21,8 +21,9 @@ relaxed sample are drawn hard (their gradient path through later layers is not f
 are biased anyway). REBAR and RELAX (unbiased, ``f`` at binary and relaxed points) follow Tucker et
 al. (2017, section 3.3): the layers above a relaxed sample are relaxed too, with one uniform per
 upper unit shared by the hard sample and both relaxations, so that ``c(z)`` and ``c(z~)`` see the
-same upper noise (:func:`_relaxed_configurations`). ``exact`` on a chain of several layers enumerates every configuration of every layer
-jointly (``prod_t 2^{D_t}`` evaluations, at most ``2^20``): the exact expectation and gradients.
+same upper noise (:func:`_relaxed_configurations`). ``exact`` on a chain of several layers enumerates
+every configuration of every layer jointly (``prod_t 2^{D_t}`` evaluations, at most ``2^20``): the
+exact expectation and gradients.
 
 Categorical layers (``q(z_t | z_{t-1}) = Cat(softmax(phi_t))``, logits ``(*batch, D_t, C_t)``, one-hot
 samples) follow the same recipe with the categorical estimators (:mod:`armgrad.categorical`), alone or
@@ -40,14 +41,22 @@ with every evaluation the estimator paid for, rather than with one extra plain s
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from ._random import uniform
 from .estimators import REGISTRY, get_estimator, select
-from .estimators.base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, evaluate,
-                              value_of, with_gradient)
+from .estimators.base import (
+    BINARY,
+    BINARY_AND_RELAXED,
+    ENUMERATION,
+    RELAXED,
+    BinaryPointEstimator,
+    evaluate,
+    value_of,
+    with_gradient,
+)
 from .estimators.exact import MAX_UNITS, check_units
 from .families import BERNOULLI, FAMILIES, Family
 
@@ -63,8 +72,14 @@ def _families(families, num_layers: int) -> list:
     return [BERNOULLI] * num_layers if families is None else list(families)
 
 
-def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, num_samples: int | None = None,
-                     sample_last: bool = True, families: Sequence[Family] | None = None):
+def ancestral_sample(
+    layers: Sequence[Layer],
+    x: torch.Tensor,
+    generator=None,
+    num_samples: int | None = None,
+    sample_last: bool = True,
+    families: Sequence[Family] | None = None,
+):
     """One sample of the chain: ``(samples, logits)``, lists of ``T`` tensors ``(*batch, D_t)``
     (``(*batch, D_t, C_t)`` for a categorical layer; ``families``: one per layer, Bernoulli by default).
 
@@ -87,8 +102,9 @@ def ancestral_sample(layers: Sequence[Layer], x: torch.Tensor, generator=None, n
     return samples, logits
 
 
-def propagate(layers: Sequence[Layer], start: int, b: torch.Tensor, generator=None,
-              families: Sequence[Family] | None = None):
+def propagate(
+    layers: Sequence[Layer], start: int, b: torch.Tensor, generator=None, families: Sequence[Family] | None = None
+):
     """Fresh draws of the layers above ``start`` given ``b`` at layer ``start``: ``(samples, logits)``.
 
     ``b`` has any leading shape ``(S, *batch, D_start)``; returns lists for layers
@@ -107,8 +123,10 @@ def propagate(layers: Sequence[Layer], start: int, b: torch.Tensor, generator=No
 
 def _below(base_samples, base_logits, t: int, k: int):
     """The ancestral sample of the layers below ``t`` (and their detached logits), repeated for ``k`` branches."""
-    return ([b.expand(k, *b.shape) for b in base_samples[:t]],
-            [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]])
+    return (
+        [b.expand(k, *b.shape) for b in base_samples[:t]],
+        [phi.detach().expand(k, *phi.shape) for phi in base_logits[:t]],
+    )
 
 
 def _configurations(base_samples, base_logits, layers, t, branch, branch_logits, generator, families=None):
@@ -203,8 +221,11 @@ def chain_estimate(
             branch = spec.sample(phi, noise, **options)
             configs.append(_configurations(base_samples, base_logits, layers, t, branch, phi, generator, families))
             pieces.append((t, branch, noise))
-        stacked, stacked_logits = configs[0] if len(configs) == 1 else (
-            [torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
+        stacked, stacked_logits = (
+            configs[0]
+            if len(configs) == 1
+            else ([torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
+        )
         fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0], families[0].event_dims)
         fd, start, uniform = fb.detach(), 0, True
         for t, branch, noise in pieces:
@@ -223,11 +244,13 @@ def chain_estimate(
 
         def layer_objective(branch, t=t, spec=spec):
             if spec.unbiased and spec.evaluates_f_at == BINARY_AND_RELAXED and t < len(layers) - 1:
-                samples, logits = _relaxed_configurations(base_samples, base_logits, layers, t, branch,
-                                                          spec.temperature, generator)
+                samples, logits = _relaxed_configurations(
+                    base_samples, base_logits, layers, t, branch, spec.temperature, generator
+                )
             else:
-                samples, logits = _configurations(base_samples, base_logits, layers, t, branch,
-                                                  base_logits[t].detach(), generator, families)
+                samples, logits = _configurations(
+                    base_samples, base_logits, layers, t, branch, base_logits[t].detach(), generator, families
+                )
             return objective(samples, logits)
 
         # a pathwise estimator differentiates through the attached logits; the others detach them
@@ -275,7 +298,7 @@ def _check_multilayer(specs, num_layers: int) -> None:
         if spec.evaluates_f_at == BINARY_AND_RELAXED and any(s.family is not BERNOULLI for s in specs[t + 1 :]):
             raise ValueError(
                 f"estimator {spec.name!r} relaxes the layers above its own with sigmoids, and a layer above is "
-                f"{next(s.family.name for s in specs[t + 1:] if s.family is not BERNOULLI)}; use an estimator "
+                f"{next(s.family.name for s in specs[t + 1 :] if s.family is not BERNOULLI)}; use an estimator "
                 f"that evaluates f only at discrete points, such as 'disarm'"
             )
         if spec.unbiased and spec.evaluates_f_at == RELAXED:
@@ -305,11 +328,13 @@ def _enumerate_chain(objective, layers, x, families, max_units: int = MAX_UNITS)
         if all(f is BERNOULLI for f in families):
             check_units(units, max_units)
         elif count > 2**max_units:
-            raise ValueError(f"exact enumeration of the chain needs {count} configurations, more than "
-                             f"2**{max_units}; use a Monte Carlo estimator")
+            raise ValueError(
+                f"exact enumeration of the chain needs {count} configurations, more than "
+                f"2**{max_units}; use a Monte Carlo estimator"
+            )
         states = family.states(event, phi.dtype, phi.device)  # (M, *event)
         m, rest, event_dims = states.shape[0], phi.shape, len(event)
-        grow = lambda v: v.unsqueeze(0).expand(m, *v.shape).reshape(m * v.shape[0], *v.shape[1:])  # noqa: E731
+        grow = lambda v, m=m: v.unsqueeze(0).expand(m, *v.shape).reshape(m * v.shape[0], *v.shape[1:])  # noqa: E731
         view = (m,) + (1,) * (phi.dim() - event_dims) + tuple(event)
         b = states.view(view).expand(m, *rest).reshape(m * rest[0], *rest[1:])
         phi = grow(phi)

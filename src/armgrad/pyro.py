@@ -81,15 +81,26 @@ class ELBO(_PyroELBO):
             for any :class:`pyro.infer.ELBO`.
     """
 
-    def __init__(self, estimator="disarm", num_samples: int = 2, *, other_sites: str = "error",
-                 vectorize_branches: bool = False, **pyro_elbo_options):
+    def __init__(
+        self,
+        estimator="disarm",
+        num_samples: int = 2,
+        *,
+        other_sites: str = "error",
+        vectorize_branches: bool = False,
+        **pyro_elbo_options,
+    ):
         est = get_estimator(estimator)
         if not isinstance(est, BinaryPointEstimator) or est.needs_df_db or est.learned:
             how = {True: "differentiates the objective (df/db)"}.get(est.needs_df_db) or (
-                "learns control parameters" if est.learned else f"evaluates the objective at {est.evaluates_f_at} points")
+                "learns control parameters"
+                if est.learned
+                else f"evaluates the objective at {est.evaluates_f_at} points"
+            )
             raise ValueError(
                 f"armgrad.pyro.ELBO: estimator '{est.name}' {how}; armgrad.pyro uses estimators that evaluate "
-                f"it at binary points only: {', '.join(binary_point_estimators())}")
+                f"it at binary points only: {', '.join(binary_point_estimators())}"
+            )
         est.check_budget(num_samples)
         if other_sites not in OTHER_SITES:
             raise ValueError(f"armgrad.pyro.ELBO: other_sites must be one of {OTHER_SITES}, got {other_sites!r}")
@@ -125,37 +136,56 @@ class ELBO(_PyroELBO):
         if (self.vectorize_particles or self.vectorize_branches) and self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         if self.vectorize_particles:
-            yield self._get_trace(self._vectorized_num_particles(model), self._vectorized_num_particles(guide),
-                                  args, kwargs)
+            yield self._get_trace(
+                self._vectorized_num_particles(model), self._vectorized_num_particles(guide), args, kwargs
+            )
         else:
             for _ in range(self.num_particles):
                 yield self._get_trace(model, guide, args, kwargs)
 
     def _check_sites(self, model_trace, guide_trace) -> None:
-        latent = {name for name, site in model_trace.nodes.items()
-                  if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
-        guided = {name for name, site in guide_trace.nodes.items()
-                  if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+        latent = {
+            name
+            for name, site in model_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+        }
+        guided = {
+            name
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+        }
         if latent - guided:
-            raise ValueError(f"armgrad.pyro.ELBO: latent sites of the model not in the guide: {sorted(latent - guided)}; "
-                             "the guide must sample every latent site of the model")
+            raise ValueError(
+                f"armgrad.pyro.ELBO: latent sites of the model not in the guide: {sorted(latent - guided)}; "
+                "the guide must sample every latent site of the model"
+            )
         if guided - latent:
-            raise ValueError(f"armgrad.pyro.ELBO: guide sites not in the model: {sorted(guided - latent)}; "
-                             "every sample site of the guide must be a latent site of the model")
+            raise ValueError(
+                f"armgrad.pyro.ELBO: guide sites not in the model: {sorted(guided - latent)}; "
+                "every sample site of the guide must be a latent site of the model"
+            )
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
         bernoulli = [site for site in guide_trace.nodes.values() if _is_bernoulli_site(site)]
         if not bernoulli:
-            raise ValueError("armgrad.pyro.ELBO: the guide has no Bernoulli sample site, so armgrad has nothing "
-                             "to estimate; use pyro.infer.Trace_ELBO")
+            raise ValueError(
+                "armgrad.pyro.ELBO: the guide has no Bernoulli sample site, so armgrad has nothing "
+                "to estimate; use pyro.infer.Trace_ELBO"
+            )
         if self.other_sites == "error":
             for site in guide_trace.nodes.values():
-                if (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-                        and not site["fn"].has_rsample and not _is_bernoulli_site(site)):
+                if (
+                    site["type"] == "sample"
+                    and not site["is_observed"]
+                    and not site_is_subsample(site)
+                    and not site["fn"].has_rsample
+                    and not _is_bernoulli_site(site)
+                ):
                     raise ValueError(
                         f"armgrad.pyro.ELBO: {_describe(site)} is neither reparameterised nor Bernoulli; armgrad "
                         "estimates Bernoulli sites only. Pass other_sites='score' to give it Pyro's "
-                        "score-function gradient, or enumerate it with TraceEnum_ELBO")
+                        "score-function gradient, or enumerate it with TraceEnum_ELBO"
+                    )
 
     # ---- one particle -------------------------------------------------------------------------
 
@@ -212,8 +242,14 @@ class ELBO(_PyroELBO):
 
         def f(b):  # (S, *batch, D) -> (S, *batch)
             if not self.vectorize_branches:  # one run per point
-                return torch.stack([torch.broadcast_to(torch.as_tensor(run(point.reshape(value_shape))[0].sum_to(frames)),
-                                                       batch_shape) for point in b])
+                return torch.stack(
+                    [
+                        torch.broadcast_to(
+                            torch.as_tensor(run(point.reshape(value_shape))[0].sum_to(frames)), batch_shape
+                        )
+                        for point in b
+                    ]
+                )
             # all points in one run, along a plate left of every other
             pad = (1,) * (self.max_plate_nesting - len(batch_shape))
             branches = pyro.plate("armgrad_branches", len(b), dim=-(self.max_plate_nesting + 1))
@@ -238,7 +274,9 @@ class ELBO(_PyroELBO):
         elbo = 0.0
         with torch.no_grad():
             for model_trace, (guide_trace, *_) in self._get_traces(model, guide, args, kwargs):
-                elbo += (torch_item(model_trace.log_prob_sum()) - torch_item(guide_trace.log_prob_sum())) / self.num_particles
+                elbo += (
+                    torch_item(model_trace.log_prob_sum()) - torch_item(guide_trace.log_prob_sum())
+                ) / self.num_particles
         warn_if_nan(-elbo, "loss")
         return -elbo
 
@@ -258,8 +296,9 @@ class ELBO(_PyroELBO):
         for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
             loss_p, surrogate_p = self._particle(model_trace, guide_parts, args, kwargs)
             loss += loss_p / self.num_particles
-            trainable = any(site["type"] == "param" for trace in (model_trace, guide_parts[0])
-                            for site in trace.nodes.values())
+            trainable = any(
+                site["type"] == "param" for trace in (model_trace, guide_parts[0]) for site in trace.nodes.values()
+            )
             if trainable and getattr(surrogate_p, "requires_grad", False):
                 (surrogate_p / self.num_particles).backward(retain_graph=self.retain_graph)
         warn_if_nan(loss, "loss")
@@ -296,8 +335,13 @@ class _Configurations:
 
 
 def _is_bernoulli_site(site) -> bool:
-    return (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-            and not site["fn"].has_rsample and bernoulli_of(site["fn"]) is not None)
+    return (
+        site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+        and not site["fn"].has_rsample
+        and bernoulli_of(site["fn"]) is not None
+    )
 
 
 def _log_ratio(model_trace, guide_trace, skip=frozenset()) -> MultiFrameTensor:
@@ -305,7 +349,7 @@ def _log_ratio(model_trace, guide_trace, skip=frozenset()) -> MultiFrameTensor:
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
     terms = MultiFrameTensor()
-    for name, site in model_trace.nodes.items():
+    for site in model_trace.nodes.values():
         if site["type"] == "sample":
             terms.add((site["cond_indep_stack"], site["log_prob"].detach()))
     for name, site in guide_trace.nodes.items():
@@ -332,9 +376,10 @@ def _with_site(earlier, site, value):
 
 
 def binary_point_estimators() -> list:
-    from .estimators import select
+    from .estimators import ESTIMATORS, select
 
-    from .estimators import ESTIMATORS
-
-    return [name for name in select(evaluates_f_at=BINARY, needs_df_db=False, learned=False)
-            if isinstance(ESTIMATORS[name], BinaryPointEstimator)]
+    return [
+        name
+        for name in select(evaluates_f_at=BINARY, needs_df_db=False, learned=False)
+        if isinstance(ESTIMATORS[name], BinaryPointEstimator)
+    ]

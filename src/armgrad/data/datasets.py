@@ -53,11 +53,14 @@ class Source:
 # SHA-256 of the uncompressed IDX content, measured on the files of Debian's dataset-fashion-mnist
 # (identical in size and layout to the release: 47,040,016 / 60,008 / 7,840,016 / 10,008 bytes).
 FASHION = Source(
-    "Fashion-MNIST", "fashion-mnist",
-    (DataFile("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-     DataFile("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-     DataFile("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-     DataFile("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34")),
+    "Fashion-MNIST",
+    "fashion-mnist",
+    (
+        DataFile("train-images-idx3-ubyte", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        DataFile("train-labels-idx1-ubyte", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        DataFile("t10k-images-idx3-ubyte", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        DataFile("t10k-labels-idx1-ubyte", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    ),
     url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     hint="on Debian: apt-get install dataset-fashion-mnist",
@@ -65,19 +68,30 @@ FASHION = Source(
 # No verified checksums are recorded for the files below (they could not be fetched where this
 # table was written); they are checked for their exact format and size instead.
 MNIST = Source(
-    "MNIST", "mnist",
-    (DataFile("train-images-idx3-ubyte"), DataFile("train-labels-idx1-ubyte"),
-     DataFile("t10k-images-idx3-ubyte"), DataFile("t10k-labels-idx1-ubyte")),
+    "MNIST",
+    "mnist",
+    (
+        DataFile("train-images-idx3-ubyte"),
+        DataFile("train-labels-idx1-ubyte"),
+        DataFile("t10k-images-idx3-ubyte"),
+        DataFile("t10k-labels-idx1-ubyte"),
+    ),
     url="https://ossci-datasets.s3.amazonaws.com/mnist/",
 )
 MNIST_STATIC = Source(
-    "binarized MNIST (Larochelle & Murray)", "mnist-static",
-    (DataFile("binarized_mnist_train.amat"), DataFile("binarized_mnist_valid.amat"),
-     DataFile("binarized_mnist_test.amat")),
+    "binarized MNIST (Larochelle & Murray)",
+    "mnist-static",
+    (
+        DataFile("binarized_mnist_train.amat"),
+        DataFile("binarized_mnist_valid.amat"),
+        DataFile("binarized_mnist_test.amat"),
+    ),
     url="http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",
 )
 OMNIGLOT = Source(
-    "Omniglot (IWAE chardata.mat)", "omniglot", (DataFile("chardata.mat"),),
+    "Omniglot (IWAE chardata.mat)",
+    "omniglot",
+    (DataFile("chardata.mat"),),
     url="https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/",
 )
 
@@ -118,12 +132,14 @@ def _content_sha256(path: Path) -> str:
 def _content_sha256_uncached(path: Path) -> str:
     digest = hashlib.sha256()
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise DataFormatError(f"{path} is damaged (truncated, or not the compressed file its name says: {error}); "
-                              f"delete it and fetch it again") from None
+        raise DataFormatError(
+            f"{path} is damaged (truncated, or not the compressed file its name says: {error}); "
+            f"delete it and fetch it again"
+        ) from None
     return digest.hexdigest()
 
 
@@ -163,7 +179,9 @@ def locate(source: Source, file: DataFile, data_dir=None, download: bool = True)
     if source.hint:
         ways.insert(0, source.hint)
     if source.url:
-        ways.append(f"download {source.url}{file.name}{'.gz' if 'idx' in file.name else ''} into {cache_dir() / source.folder}")
+        ways.append(
+            f"download {source.url}{file.name}{'.gz' if 'idx' in file.name else ''} into {cache_dir() / source.folder}"
+        )
     raise FileNotFoundError(
         f"{source.title}: file {file.name} not found. Looked in:\n  {looked}\nTo get it: " + "; or ".join(ways)
     )
@@ -239,13 +257,17 @@ def load_dataset(name: str, data_dir=None, download: bool = True) -> BinaryImage
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     source, binarization = DATASETS[name]
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"data_dir {str(data_dir)!r} is not an existing folder (a folder you name is searched "
-                                f"first and must exist; leave it out to search the cache and system folders)")
+        raise FileNotFoundError(
+            f"data_dir {str(data_dir)!r} is not an existing folder (a folder you name is searched "
+            f"first and must exist; leave it out to search the cache and system folders)"
+        )
     try:
         return _load(name, source, binarization, data_dir, download)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise DataFormatError(f"{source.title}: a data file is damaged (truncated or not what its name says: "
-                              f"{error}); delete it and fetch it again") from None
+        raise DataFormatError(
+            f"{source.title}: a data file is damaged (truncated or not what its name says: "
+            f"{error}); delete it and fetch it again"
+        ) from None
 
 
 def _load(name, source, binarization, data_dir, download) -> BinaryImages:

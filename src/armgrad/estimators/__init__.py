@@ -24,14 +24,26 @@ import difflib
 
 from ..families import BERNOULLI, CATEGORICAL, FAMILIES, Family
 from .antithetic import AR, ARM, ARMS, DisARM
+from .base import (
+    BINARY,
+    BINARY_AND_RELAXED,
+    ENUMERATION,
+    RELAXED,
+    BinaryPointEstimator,
+    Budget,
+    Combined,
+    Estimate,
+    Estimator,
+    LearnedControlEstimator,
+    evaluate,
+    value_of,
+)
 from .categorical_coupled import CARMS, DisARMIW
 from .categorical_coupled import DisARM as CategoricalDisARM
 from .categorical_relaxed import Gumbel as CategoricalGumbel
 from .categorical_relaxed import GumbelRao, ReinMax, STGumbel
 from .categorical_relaxed import StraightThrough as CategoricalST
 from .categorical_swap import ARS, ARSM, ARSMPlus, CategoricalAR, IndeCateR
-from .base import (BINARY, BINARY_AND_RELAXED, ENUMERATION, RELAXED, BinaryPointEstimator, Budget, Combined,
-                   Estimate, Estimator, LearnedControlEstimator, evaluate, value_of)
 from .control import ControlVariateEstimator, Rebar, Relax
 from .exact import Exact
 from .gradient_control import RODEO, DoubleCV
@@ -133,11 +145,33 @@ def get_estimator(estimator, family: Family = BERNOULLI) -> Estimator:
             )
         return estimator
     raise TypeError(
-        f"estimator must be a name from {_WHERE[family]} or an estimator object, got "
-        f"{type(estimator).__name__}"
+        f"estimator must be a name from {_WHERE[family]} or an estimator object, got {type(estimator).__name__}"
     )
 
 
-__all__ = ["BERNOULLI", "CATEGORICAL", "CATEGORICAL_ESTIMATORS", "FAMILIES", "REGISTRY", "BINARY", "BINARY_AND_RELAXED", "ENUMERATION", "ESTIMATORS", "RELAXED", "BinaryPointEstimator",
-           "Budget", "Combined", "ControlVariateEstimator", "Estimate", "Estimator", "LearnedControlEstimator",
-           "Rebar", "Relax", "evaluate", "get_estimator", "registry", "select", "value_of"]
+__all__ = [
+    "BERNOULLI",
+    "CATEGORICAL",
+    "CATEGORICAL_ESTIMATORS",
+    "FAMILIES",
+    "REGISTRY",
+    "BINARY",
+    "BINARY_AND_RELAXED",
+    "ENUMERATION",
+    "ESTIMATORS",
+    "RELAXED",
+    "BinaryPointEstimator",
+    "Budget",
+    "Combined",
+    "ControlVariateEstimator",
+    "Estimate",
+    "Estimator",
+    "LearnedControlEstimator",
+    "Rebar",
+    "Relax",
+    "evaluate",
+    "get_estimator",
+    "registry",
+    "select",
+    "value_of",
+]

@@ -139,8 +139,9 @@ def _arms_joint_low(m: torch.Tensor, n: int) -> torch.Tensor:
     ``n`` (where ``m^(1/(n-1))`` is within 1e-7 of 1) keeps float32's precision."""
     x = 2 * torch.expm1(torch.log(m) / (n - 1))  # 2 m^(1/(n-1)) - 2, in (-2, 0]
     inside = x > -1
-    return torch.where(inside, torch.exp((n - 1) * torch.log1p(torch.where(inside, x, torch.zeros_like(x)))),
-                       torch.zeros_like(x))
+    return torch.where(
+        inside, torch.exp((n - 1) * torch.log1p(torch.where(inside, x, torch.zeros_like(x)))), torch.zeros_like(x)
+    )
 
 
 class ARMS(BinaryPointEstimator):

@@ -34,8 +34,9 @@ many estimates (every layer of a deep model) in one fused call of ``f``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class Estimate(NamedTuple):
     """``value``: ``(*batch)`` estimate of ``E[f]``; ``grad``: ``(*batch, D)``, or ``None`` (pathwise)."""
 
     value: torch.Tensor
-    grad: Optional[torch.Tensor]
+    grad: torch.Tensor | None
 
 
 class Combined(NamedTuple):
@@ -65,10 +66,10 @@ class Combined(NamedTuple):
     """
 
     grad: torch.Tensor
-    weights: Optional[torch.Tensor] = None
+    weights: torch.Tensor | None = None
 
 
-def value_of(fb: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+def value_of(fb: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """The estimate of ``E[f]`` from ``f``'s values ``fb`` ``(S, *batch)``: ``sum_s w_s f_s``."""
     return fb.mean(0) if weights is None else (weights * fb).sum(0)
 
@@ -86,7 +87,7 @@ class Budget:
     group: int = 1
     unit: str = "draws"
     minimum: int = 1
-    group_of: Optional[Callable] = None
+    group_of: Callable | None = None
     rule: str = ""
 
     def size(self, event_shape=None) -> int:
@@ -174,7 +175,7 @@ class Estimator(ABC):
         """The smallest budget this estimator accepts that is at least ``num_samples``."""
         return self.budget.valid(num_samples, event_shape)
 
-    def noise_shape(self, num_samples: int, logits_shape: torch.Size, **options) -> Optional[tuple]:
+    def noise_shape(self, num_samples: int, logits_shape: torch.Size, **options) -> tuple | None:
         """Shape of the uniforms one estimate consumes, or ``None`` if it draws none (``options``: the
         estimator's call options, for the few whose noise depends on them, such as ``gumbel_rao``'s draws)."""
         return (num_samples, *logits_shape)
@@ -206,7 +207,7 @@ class Estimator(ABC):
 
     # ---- what a closed form knows ----------------------------------------------------------------
 
-    def one_unit_variance(self, logit: float, f0: float, f1: float) -> Optional[float]:
+    def one_unit_variance(self, logit: float, f0: float, f1: float) -> float | None:
         """Exact variance of a one-draw estimate for one unit with ``f(0) = f0``, ``f(1) = f1``.
 
         ``None`` where no closed form is implemented; one draw is one unit of :attr:`budget`.
@@ -258,7 +259,7 @@ class LearnedControlEstimator(Estimator, nn.Module):
         self._variance = None
 
     @classmethod
-    def create(cls, num_units: int | None = None, **controls) -> "LearnedControlEstimator":
+    def create(cls, num_units: int | None = None, **controls) -> LearnedControlEstimator:
         """A fresh estimator with its own controls, for logits with ``num_units`` units."""
         return cls(num_units=num_units, **controls)
 
@@ -308,14 +309,12 @@ def evaluate(f: Callable, b: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
     out = f(b)
     expected = tuple(b.shape[:-event_dims])
     if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"f must return a torch.Tensor of shape {expected} (S, *batch), got {type(out).__name__}"
-        )
+        raise TypeError(f"f must return a torch.Tensor of shape {expected} (S, *batch), got {type(out).__name__}")
     if tuple(out.shape) != expected:
         raise ValueError(
             f"f returned shape {tuple(out.shape)}, expected {expected}: f receives samples of shape "
-            f"{('(S, *batch, D)', '(S, *batch, D, C)')[event_dims - 1]} = {tuple(b.shape)} and must return one value per sample and batch "
-            f"element, shape (S, *batch)"
+            f"{('(S, *batch, D)', '(S, *batch, D, C)')[event_dims - 1]} = {tuple(b.shape)} and must return one "
+            f"value per sample and batch element, shape (S, *batch)"
         )
     if not out.is_floating_point():
         raise TypeError(f"f must return a floating-point tensor, got dtype {out.dtype}")

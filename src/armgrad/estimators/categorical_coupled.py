@@ -22,8 +22,10 @@ ORDERS = (None, "ascending", "descending")
 
 def _check_order(order) -> None:
     if order not in ORDERS:
-        raise ValueError(f"order must be one of None, 'ascending', 'descending' (the categories' order for the "
-                         f"stick-breaking chain), got {order!r}")
+        raise ValueError(
+            f"order must be one of None, 'ascending', 'descending' (the categories' order for the "
+            f"stick-breaking chain), got {order!r}"
+        )
 
 
 def _permutation(logits: torch.Tensor, order):
@@ -99,8 +101,11 @@ class StickBreakingPairs(BinaryPointEstimator):
             perm = _permutation(logits, order)
             s, tail, p = _stick(logits, perm)
             category = _category(b)
-            position = category if perm is None else torch.gather(
-                _positions(perm).expand(*b.shape[:-1], -1), -1, category.unsqueeze(-1)).squeeze(-1)
+            position = (
+                category
+                if perm is None
+                else torch.gather(_positions(perm).expand(*b.shape[:-1], -1), -1, category.unsqueeze(-1)).squeeze(-1)
+            )
         return self._gradient(fb, position, perm, s, tail, p)
 
     def _gradient(self, fb, position, perm, s, tail, p) -> Combined:
@@ -165,7 +170,6 @@ class DisARMIW(StickBreakingPairs):
 
     def combine(self, fb, b, logits, noise) -> Combined:
         return super().combine(fb, b, logits, noise, order="ascending")
-
 
     def signal(self, diff, s, tail, p, z1, z2):
         m = torch.minimum(z1, z2)
@@ -240,8 +244,9 @@ class CARMS(BinaryPointEstimator):
         """Each category's interval ``[low, high)`` of the CDF in every rotation: ``(*batch, D, R, C)`` each."""
         categories = logits.shape[-1]
         p = softmax(logits)
-        rotations = (torch.arange(categories, device=p.device).unsqueeze(-1)
-                     + torch.arange(categories, device=p.device)) % categories  # (R, C): rotation r, position k
+        rotations = (
+            torch.arange(categories, device=p.device).unsqueeze(-1) + torch.arange(categories, device=p.device)
+        ) % categories  # (R, C): rotation r, position k
         rolled = p[..., rotations]  # (*batch, D, R, C)
         high = torch.zeros_like(rolled).scatter_(-1, rotations.expand_as(rolled), rolled.cumsum(-1)).clamp(max=1.0)
         return (high - p.unsqueeze(-2)).clamp(min=0.0), high
@@ -271,10 +276,17 @@ class CARMS(BinaryPointEstimator):
         index = _category(b)  # (M, *batch, D)
         i, j = torch.triu_indices(m, m, 1, device=fb.device)  # the drawn pairs i < j (the ratio is symmetric)
 
-        joint = self._rectangle(_pick(low, index[i]), _pick(high, index[i]), _pick(low, index[j]),
-                                _pick(high, index[j]), self.copula_dimension(m)).mean(-1)  # (pairs, *batch, D)
-        pa, pb = torch.gather(p.expand(len(i), *p.shape), -1, index[i].unsqueeze(-1)).squeeze(-1), \
-            torch.gather(p.expand(len(j), *p.shape), -1, index[j].unsqueeze(-1)).squeeze(-1)
+        joint = self._rectangle(
+            _pick(low, index[i]),
+            _pick(high, index[i]),
+            _pick(low, index[j]),
+            _pick(high, index[j]),
+            self.copula_dimension(m),
+        ).mean(-1)  # (pairs, *batch, D)
+        pa, pb = (
+            torch.gather(p.expand(len(i), *p.shape), -1, index[i].unsqueeze(-1)).squeeze(-1),
+            torch.gather(p.expand(len(j), *p.shape), -1, index[j].unsqueeze(-1)).squeeze(-1),
+        )
         ratio = pa * pb / joint.clamp(min=torch.finfo(p.dtype).tiny)  # r(z^i, z^j) = r(z^j, z^i)
         delta = per_sample(fb[i] - fb[j], 1)  # (pairs, *batch, 1)
         pair = ratio * delta  # (pairs, *batch, D): r (f_i - f_j); draw j gets -r (f_i - f_j)

@@ -18,8 +18,10 @@ from .base import BINARY, RELAXED, Estimate, Estimator, evaluate, require_differ
 def _temperature(temperature, name: str, minimum: float = 0.0) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > minimum:
         if minimum:
-            raise ValueError(f"estimator {name!r} needs temperature >= {minimum:g} (as its authors' code requires), "
-                             f"got {temperature!r}")
+            raise ValueError(
+                f"estimator {name!r} needs temperature >= {minimum:g} (as its authors' code requires), "
+                f"got {temperature!r}"
+            )
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     return float(temperature)
 
@@ -115,8 +117,9 @@ class GumbelRao(Pathwise):
 
 def _draws(draws) -> int:
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws (the number of conditional Gumbel draws of 'gumbel_rao') must be an int >= 1, "
-                         f"got {draws!r}")
+        raise ValueError(
+            f"draws (the number of conditional Gumbel draws of 'gumbel_rao') must be an int >= 1, got {draws!r}"
+        )
     return draws
 
 

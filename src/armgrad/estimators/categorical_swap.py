@@ -141,8 +141,9 @@ class ARSM(BinaryPointEstimator):
     reference = "Yin, Yue & Zhou, ICML 2019"
     summary = "every joint swap of pi, merged: C(C-1)/2 + 1 evaluations per draw"
     family = CATEGORICAL
-    budget = Budget(unit="draws of all joint swaps", group_of=lambda shape: arsm_evaluations(shape[-1]),
-                    rule="C(C-1)/2 + 1")
+    budget = Budget(
+        unit="draws of all joint swaps", group_of=lambda shape: arsm_evaluations(shape[-1]), rule="C(C-1)/2 + 1"
+    )
     partial_integration = False
 
     def noise_shape(self, num_samples, logits_shape, **options):
@@ -194,8 +195,7 @@ class IndeCateR(BinaryPointEstimator):
     reference = "De Smet, Sansone & Zuidberg Dos Martires, NeurIPS 2023"
     summary = "every variable set to every category, per draw: D C evaluations"
     family = CATEGORICAL
-    budget = Budget(unit="draws with every variable set to every category", group_of=lambda s: s[0] * s[1],
-                    rule="D C")
+    budget = Budget(unit="draws with every variable set to every category", group_of=lambda s: s[0] * s[1], rule="D C")
 
     def noise_shape(self, num_samples, logits_shape, **options):
         return (num_samples // (logits_shape[-1] * logits_shape[-2]), *logits_shape)
@@ -204,10 +204,12 @@ class IndeCateR(BinaryPointEstimator):
         variables, categories = logits.shape[-2:]
         batch = noise.dim() - 3
         z = CATEGORICAL.sample(logits, noise)[:, None, None]  # (N, 1, 1, *batch, D, C)
-        own = torch.eye(variables, dtype=torch.bool, device=noise.device).view(1, variables, 1, *[1] * batch,
-                                                                                  variables, 1)
-        category = torch.eye(categories, dtype=noise.dtype, device=noise.device).view(1, 1, categories, *[1] * batch,
-                                                                                         1, categories)
+        own = torch.eye(variables, dtype=torch.bool, device=noise.device).view(
+            1, variables, 1, *[1] * batch, variables, 1
+        )
+        category = torch.eye(categories, dtype=noise.dtype, device=noise.device).view(
+            1, 1, categories, *[1] * batch, 1, categories
+        )
         configs = torch.where(own, category, z)  # (N, D, C, *batch, D, C)
         return configs.reshape(-1, *configs.shape[3:])
 

@@ -66,7 +66,8 @@ class GradientControlEstimator(LearnedControlEstimator):
             raise ValueError(
                 f"estimator {self.name!r} learns its control variates, which start where it equals REINFORCE-LOO: "
                 f"create it with armgrad.ESTIMATORS[{self.name!r}].create(num_units=D), pass that object as the "
-                f"estimator and step its parameters after backward_variance() (as for 'relax')")
+                f"estimator and step its parameters after backward_variance() (as for 'relax')"
+            )
         with torch.enable_grad():
             p = torch.sigmoid(logits.detach())
             b = bernoulli(noise, p).requires_grad_(True)
@@ -78,7 +79,8 @@ class GradientControlEstimator(LearnedControlEstimator):
                 raise ValueError(
                     f"estimator {self.name!r} builds its control variates from df/db at the samples, but f's "
                     f"output does not depend differentiably on b (no thresholding, rounding, indexing or integer "
-                    f"casts of b); use an estimator that only evaluates f, such as 'disarm' or 'reinforce_loo'")
+                    f"casts of b); use an estimator that only evaluates f, such as 'disarm' or 'reinforce_loo'"
+                )
             grad = self.gradient(fb.detach(), b.detach(), dfdb.detach(), p)
             self.store_variance_gradient(grad)
         return Estimate(fb.mean(0), grad.detach())
@@ -111,8 +113,9 @@ class RODEO(GradientControlEstimator):
     reference = "Shi, Zhou, Hwang, Titsias & Mackey, NeurIPS 2022"
     summary = "leave-one-out REINFORCE + discrete Stein control variates over one-bit neighbours"
 
-    def __init__(self, num_units: int | None = None, hidden: int = 100, alpha: float = 0.0, beta: float = 0.0,
-                 slope: float = 0.3):
+    def __init__(
+        self, num_units: int | None = None, hidden: int = 100, alpha: float = 0.0, beta: float = 0.0, slope: float = 0.3
+    ):
         super().__init__(num_units)
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.beta = nn.Parameter(torch.tensor(float(beta)))

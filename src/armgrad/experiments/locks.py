@@ -50,11 +50,17 @@ def acquire(folder) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigurationError(f"cannot create the run folder {folder} ({error.strerror or error}): give a "
-                                 f"folder you can write to with --out") from None
+        raise ConfigurationError(
+            f"cannot create the run folder {folder} ({error.strerror or error}): give a "
+            f"folder you can write to with --out"
+        ) from None
     path = folder / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(sys.argv[:8])}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv[:8]),
+    }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -71,7 +77,8 @@ def acquire(folder) -> Path:
             raise ConfigurationError(
                 f"{folder} is in use by process {holder.get('pid')} on {where} since {holder.get('since')} "
                 f"({holder.get('command', '?')}): one process per run folder. Wait for it, use another --out, or, "
-                f"if that process is gone, delete {path}") from None
+                f"if that process is gone, delete {path}"
+            ) from None
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(me))
         remove_temporaries(folder)

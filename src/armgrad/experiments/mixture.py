@@ -24,8 +24,10 @@ class RunMixture(BinaryPointEstimator):
     def __init__(self, estimators: list):
         self.estimators = list(estimators)
         names = [e.name for e in self.estimators]
-        self.groups = [(est, [r for r, n in enumerate(names) if n == est.name])
-                       for est in {e.name: e for e in self.estimators}.values()]
+        self.groups = [
+            (est, [r for r, n in enumerate(names) if n == est.name])
+            for est in {e.name: e for e in self.estimators}.values()
+        ]
         self._on_device = {}  # the groups' run indices on each device, copied there once (no copy per step)
 
     def _indices(self, device) -> list:
@@ -39,7 +41,8 @@ class RunMixture(BinaryPointEstimator):
             if not isinstance(est, BinaryPointEstimator) or est.evaluations(num_samples) != num_samples:
                 raise ConfigurationError(
                     f"runs with different estimators share a batch when every one evaluates f at binary points, "
-                    f"num_samples times; {est.name!r} does not: train it in a batch of its own")
+                    f"num_samples times; {est.name!r} does not: train it in a batch of its own"
+                )
             est.check_budget(num_samples)
 
     @classmethod
@@ -54,9 +57,12 @@ class RunMixture(BinaryPointEstimator):
     def draw_noise(self, num_samples, logits, generator=None):
         if not isinstance(generator, RunGenerators):
             raise TypeError("a RunMixture draws each run's noise from RunGenerators, one generator per run")
-        return [est.draw_noise(num_samples, logits.index_select(-3, idx_d),
-                               RunGenerators([generator.generators[r] for r in runs]))
-                for (est, runs), idx_d in zip(self.groups, self._indices(logits.device))]
+        return [
+            est.draw_noise(
+                num_samples, logits.index_select(-3, idx_d), RunGenerators([generator.generators[r] for r in runs])
+            )
+            for (est, runs), idx_d in zip(self.groups, self._indices(logits.device))
+        ]
 
     def sample(self, logits, noise, **options):
         indices = self._indices(logits.device)

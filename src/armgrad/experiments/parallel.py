@@ -76,12 +76,16 @@ def check_shards(shards: int, batch_size: int) -> int:
         raise ValueError(f"shards must be a positive integer, got {shards!r}")
     if world > 1:
         if shards not in (1, world):
-            raise ValueError(f"--shards {shards} with {world} processes: each process takes one shard, "
-                             f"so leave --shards at 1 or set it to {world}")
+            raise ValueError(
+                f"--shards {shards} with {world} processes: each process takes one shard, "
+                f"so leave --shards at 1 or set it to {world}"
+            )
         shards = world
     if batch_size % shards:
-        raise ValueError(f"batch size {batch_size} does not split evenly into {shards} shards "
-                         f"(one per process); use a multiple of {shards}")
+        raise ValueError(
+            f"batch size {batch_size} does not split evenly into {shards} shards "
+            f"(one per process); use a multiple of {shards}"
+        )
     return shards
 
 
@@ -110,7 +114,9 @@ def wrap(model: torch.nn.Module, loss):
     device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     # the model's buffers (the data mean) are constants: no broadcast before every forward
     # (the flag's name changed in torch 2.13; the older one still works, with a warning)
-    constant = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+    constant = (
+        "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+    )
     return ddp(Objective(model, loss), device_ids=device_ids, gradient_as_bucket_view=True, **{constant: False})
 
 

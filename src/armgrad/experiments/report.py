@@ -22,12 +22,26 @@ from .reporting import markdown_table, pyplot, write_atomic, write_json
 GROUP_KEYS = ("dataset", "model", "objective", "estimator", "num_samples", "steps")
 SETTING_KEYS = tuple(k for k in GROUP_KEYS if k != "estimator")  # what estimators are compared within
 PAIRED = ("test_elbo", "test_bound_k", "test_bound", "test_nll_bound")  # the headline numbers, compared seed by seed
-METRICS = ("train_elbo", "train_bound", "test_elbo", "test_bound_k", "test_bound", "train_nll", "valid_nll_bound", "test_nll_bound", "grad_var",
-           "seconds")
+METRICS = (
+    "train_elbo",
+    "train_bound",
+    "test_elbo",
+    "test_bound_k",
+    "test_bound",
+    "train_nll",
+    "valid_nll_bound",
+    "test_nll_bound",
+    "grad_var",
+    "seconds",
+)
 # one format per column: nats with two decimals, the gradient variance with three significant digits
 FORMATS = {"grad_var": ".3g", "seconds": ".0f"}
 NATS = ".2f"
-HEADLINE = (("test_bound_k", True), ("test_elbo", True), ("test_nll_bound", False))  # the objective's own first  # what "ahead" means: (metric, higher is better)
+HEADLINE = (
+    ("test_bound_k", True),
+    ("test_elbo", True),
+    ("test_nll_bound", False),
+)  # the objective's own first  # what "ahead" means: (metric, higher is better)
 
 
 def find_runs(paths) -> list[Path]:
@@ -56,8 +70,13 @@ class Runs:
     def notes(self) -> str:
         text = ""
         if self.duplicates:
-            text += ("\nCounted once: " + "; ".join(f"{dup} is the same run as {kept} (same configuration and seed)"
-                                                     for dup, kept in self.duplicates) + ".\n")
+            text += (
+                "\nCounted once: "
+                + "; ".join(
+                    f"{dup} is the same run as {kept} (same configuration and seed)" for dup, kept in self.duplicates
+                )
+                + ".\n"
+            )
         if self.skipped:
             text += "\nSkipped: " + "; ".join(f"{folder} ({why})" for folder, why in self.skipped) + ".\n"
         return text
@@ -113,7 +132,9 @@ def load_runs(paths) -> Runs:
         by_identity[identity] = str(run)
         loaded.results.append((run, result, curve))
     if not loaded.results:
-        raise FileNotFoundError("no readable run under " + ", ".join(map(str, paths)) + loaded.notes().replace("\n", " "))
+        raise FileNotFoundError(
+            "no readable run under " + ", ".join(map(str, paths)) + loaded.notes().replace("\n", " ")
+        )
     return loaded
 
 
@@ -175,11 +196,13 @@ def paired_differences(results: list[dict], reference: str) -> list[dict]:
             seeds = sorted(set(runs) & set(base), key=str)
             if name == reference or not seeds:
                 continue
-            entry = {**dict(zip(SETTING_KEYS, setting)), "estimator": name,
-                     "reference": reference, "pairs": len(seeds)}
+            entry = {**dict(zip(SETTING_KEYS, setting)), "estimator": name, "reference": reference, "pairs": len(seeds)}
             for metric in PAIRED:
-                diffs = [runs[s][metric] - base[s][metric] for s in seeds
-                         if runs[s].get(metric) is not None and base[s].get(metric) is not None]
+                diffs = [
+                    runs[s][metric] - base[s][metric]
+                    for s in seeds
+                    if runs[s].get(metric) is not None and base[s].get(metric) is not None
+                ]
                 if diffs:
                     mean, err = mean_and_stderr(diffs)
                     entry[metric] = {"mean": mean, "stderr": err}
@@ -194,14 +217,25 @@ def _paired_table(entries: list[dict], reference: str) -> str:
     rows = []
     for e in entries:
         cells = [_cell(e.get(m, {"mean": math.nan, "stderr": math.nan}), "+" + NATS) for m in metrics]
-        rows.append([e["dataset"], e["model"], e["objective"], e["num_samples"], e["steps"], e["estimator"], e["pairs"],
-                     *cells])
-    header = ["dataset", "model", "objective", "num_samples", "steps", "estimator", "seeds paired",
-              *[f"{m} difference" for m in metrics]]
-    return (f"\n\n## Seed by seed against {reference}\n\nThe difference from the {reference} run of the same "
-            "seed (same initial weights, batches and binarisation), mean ± standard error over the seeds both "
-            "ran: positive favours the estimator for ELBOs and test_bound, negative for *_nll_bound.\n\n"
-            + markdown_table(header, rows))
+        rows.append(
+            [e["dataset"], e["model"], e["objective"], e["num_samples"], e["steps"], e["estimator"], e["pairs"], *cells]
+        )
+    header = [
+        "dataset",
+        "model",
+        "objective",
+        "num_samples",
+        "steps",
+        "estimator",
+        "seeds paired",
+        *[f"{m} difference" for m in metrics],
+    ]
+    return (
+        f"\n\n## Seed by seed against {reference}\n\nThe difference from the {reference} run of the same "
+        "seed (same initial weights, batches and binarisation), mean ± standard error over the seeds both "
+        "ran: positive favours the estimator for ELBOs and test_bound, negative for *_nll_bound.\n\n"
+        + markdown_table(header, rows)
+    )
 
 
 def _curve(run: Path) -> list[dict]:
@@ -232,11 +266,13 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
         summary.append(entry)
         rows.append([*key, len(members), *cells])
     header = [*GROUP_KEYS, "seeds", *metrics]
-    text = (f"# armgrad report: {len(runs)} runs\n\nMean ± standard error over seeds (no ± with one seed). "
-            "In nats: ELBOs and test_bound (the K-sample importance-weighted bound), higher is better; "
-            "train_nll and the *_nll_bound (M-sample bounds on -log p(x_lower | x_upper)), lower is better. "
-            "grad_var: mean variance of the encoder gradient; seconds: wall-clock of training and periodic "
-            "evaluation.\n\n" + markdown_table(header, rows))
+    text = (
+        f"# armgrad report: {len(runs)} runs\n\nMean ± standard error over seeds (no ± with one seed). "
+        "In nats: ELBOs and test_bound (the K-sample importance-weighted bound), higher is better; "
+        "train_nll and the *_nll_bound (M-sample bounds on -log p(x_lower | x_upper)), lower is better. "
+        "grad_var: mean variance of the encoder gradient; seconds: wall-clock of training and periodic "
+        "evaluation.\n\n" + markdown_table(header, rows)
+    )
     text += _load_note([r for _, r in results]) + loaded.notes()
     paired = paired_differences([r for _, r in results], reference)
     text += _paired_table(paired, reference)
@@ -251,14 +287,15 @@ def write_report(paths, out: Path | None = None, reference: str = "arm") -> str:
 
 def _load_note(results: list[dict]) -> str:
     """Say when runs shared the machine: their seconds then measure the load as much as the estimator."""
-    loaded = [r for r in results if r.get("load_average") is not None
-              and r["load_average"] > r.get("threads", 1) + 0.5]
+    loaded = [r for r in results if r.get("load_average") is not None and r["load_average"] > r.get("threads", 1) + 0.5]
     if not loaded:
         return ""
     worst = max(r["load_average"] for r in loaded)
-    return (f"\nThe machine was shared while {len(loaded)} of these {len(results)} runs trained (mean load average "
-            f"up to {worst:.1f} on {loaded[0].get('cpu_count', '?')} cores, more than their threads): their seconds "
-            "include waiting for other work, so compare speeds only between runs that had the machine alike.\n")
+    return (
+        f"\nThe machine was shared while {len(loaded)} of these {len(results)} runs trained (mean load average "
+        f"up to {worst:.1f} on {loaded[0].get('cpu_count', '?')} cores, more than their threads): their seconds "
+        "include waiting for other work, so compare speeds only between runs that had the machine alike.\n"
+    )
 
 
 def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
@@ -271,9 +308,20 @@ def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
     for setting, estimators in _by_setting((r, r) for r in results).items():
         first = next(iter(next(iter(estimators.values())).values()))
         metric, higher = next(((m, h) for m, h in HEADLINE if first.get(m) is not None), (None, True))
-        columns = [m for m in ("train_elbo", "train_bound", "test_elbo", "test_bound_k", "test_bound", "train_nll",
-                               "test_nll_bound", "grad_var")
-                   if first.get(m) is not None]
+        columns = [
+            m
+            for m in (
+                "train_elbo",
+                "train_bound",
+                "test_elbo",
+                "test_bound_k",
+                "test_bound",
+                "train_nll",
+                "test_nll_bound",
+                "grad_var",
+            )
+            if first.get(m) is not None
+        ]
         dataset, model, objective, budget, steps = setting
         cost = f"K = {budget}" if objective == "iwae" else f"{budget} f evaluations per example"
         lines.append(f"{dataset}, {model} model, {objective}, {cost}, {steps:,} steps:")
@@ -289,17 +337,26 @@ def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
             table.append(row)
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         for r in table:
-            lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+            lines.append(
+                "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            )
         if metric is not None and len(means) > 1:
             ranked = sorted(means, key=lambda n: means[n], reverse=higher)
             best, second = ranked[0], ranked[1]
             seeds = sorted(set(estimators[best]) & set(estimators[second]), key=str)
-            diffs = [(estimators[best][s][metric] - estimators[second][s][metric]) * (1 if higher else -1) for s in seeds]
+            diffs = [
+                (estimators[best][s][metric] - estimators[second][s][metric]) * (1 if higher else -1) for s in seeds
+            ]
             mean, err = mean_and_stderr(diffs)
-            spread = (f"± {err:.2f} over {len(seeds)} paired seeds" if len(seeds) > 1 else
-                      "one seed: no standard error, so this order may be chance")
-            lines.append(f"  {best} came out ahead on {metric.replace('_', ' ')}: {abs(mean):.2f} nats "
-                         f"{'better' if mean >= 0 else 'worse'} than {second} ({spread}).")
+            spread = (
+                f"± {err:.2f} over {len(seeds)} paired seeds"
+                if len(seeds) > 1
+                else "one seed: no standard error, so this order may be chance"
+            )
+            lines.append(
+                f"  {best} came out ahead on {metric.replace('_', ' ')}: {abs(mean):.2f} nats "
+                f"{'better' if mean >= 0 else 'worse'} than {second} ({spread})."
+            )
         lines.append("")
     notes = loaded.notes().strip()
     if notes:
@@ -337,8 +394,10 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
     fig, axes = plt.subplots(len(settings), 3, figsize=(17, 3.8 * len(settings)), squeeze=False, layout="constrained")
     for row, (setting, estimators) in zip(axes, settings.items()):
         first = next(iter(next(iter(estimators.values())).values()))[0]
-        metric = next((k for k in ("train_elbo", "train_bound", "train_nll") if k in first),
-                      next(k for k in first if k not in ("step", "seconds", "steps_per_second", "load_average")))
+        metric = next(
+            (k for k in ("train_elbo", "train_bound", "train_nll") if k in first),
+            next(k for k in first if k not in ("step", "seconds", "steps_per_second", "load_average")),
+        )
         compared = next((k for k in ("test_bound_k", "test_elbo", "valid_nll_bound") if k in first), metric)
         base = estimators.get(reference, {})
         finals, middles, largest, starts = [], [], 0.0, []
@@ -377,9 +436,16 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
             scale = "nats, log scale beyond ±1"
         row[2].set_xlabel("step")
         row[2].set_ylabel(f"difference ({scale})")
-        handles = [Line2D([], [], color=color[name], label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-                          + (", the reference" if name == reference else ""))
-                   for name, runs in estimators.items()]
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=color[name],
+                label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+                + (", the reference" if name == reference else ""),
+            )
+            for name, runs in estimators.items()
+        ]
         # one legend per row, right of the last panel: it hides no curve
         row[2].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         # the second half of every curve: the first steps' values would squash the differences

@@ -17,14 +17,21 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 log = logging.getLogger("armgrad")
 
 
-def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", disable: bool = False,
-             unit: str = "step", every: float | None = None, initial: int = 0):
+def progress(
+    iterable: Iterable | None = None,
+    total: int | None = None,
+    desc: str = "",
+    disable: bool = False,
+    unit: str = "step",
+    every: float | None = None,
+    initial: int = 0,
+):
     """Progress on stderr: a tqdm bar on a terminal, else a plain line every ``every`` seconds.
 
     The plain line (``desc: 1500/3000 steps (50%), 150 steps/s, 10 s left, train_elbo -300.1``)
@@ -93,8 +100,10 @@ class _PlainProgress(_NoBar):
         text = f"{self.desc}: {self.n:,}"
         if self.total:
             left = (self.total - self.n) / rate if rate > 0 else float("inf")
-            text += f"/{self.total:,} {self.unit}s ({100 * self.n / self.total:.0f}%), {rate:.3g} {self.unit}s/s, " \
-                    f"{_duration(left)} left"
+            text += (
+                f"/{self.total:,} {self.unit}s ({100 * self.n / self.total:.0f}%), {rate:.3g} {self.unit}s/s, "
+                f"{_duration(left)} left"
+            )
         else:
             text += f" {self.unit}s, {rate:.3g} {self.unit}s/s"
         return text + "".join(f", {k} {v}" for k, v in self.postfix.items())
@@ -129,9 +138,11 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(error, OSError) and storage_full(error, path.parent):
-            raise StorageFullError(f"the disk holding {path.parent} is full: could not write {path.name} "
-                                   f"(the previous {path.name}, if any, is intact); free some space and run the same "
-                                   f"command with --resume") from error
+            raise StorageFullError(
+                f"the disk holding {path.parent} is full: could not write {path.name} "
+                f"(the previous {path.name}, if any, is intact); free some space and run the same "
+                f"command with --resume"
+            ) from error
         raise
 
 
@@ -182,8 +193,12 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
-    writer.writerows([{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                       for k, v in row.items()} for row in rows])
+    writer.writerows(
+        [
+            {k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()}
+            for row in rows
+        ]
+    )
     write_atomic(path, text.getvalue())  # never a file cut mid-row, even on a full disk
 
 

@@ -19,11 +19,27 @@ import torch
 from ..data import load_dataset
 from ..models.sbn import StochasticBinaryNetwork
 from ..network import ancestral_sample, chain_estimate
-from .reporting import progress, pyplot
 from . import parallel
-from .training import (LOG_EVERY, DivergenceGuard, RunLog, TrainingConfig, adam, backward_step, check_same_configuration,
-                       common_results, control_parameters, estimator_state, finish, load_estimator_state,
-                       make_estimators, noise_generators, restore_generators, training_row, with_controls)
+from .reporting import progress, pyplot
+from .training import (
+    LOG_EVERY,
+    DivergenceGuard,
+    RunLog,
+    TrainingConfig,
+    adam,
+    backward_step,
+    check_same_configuration,
+    common_results,
+    control_parameters,
+    estimator_state,
+    finish,
+    load_estimator_state,
+    make_estimators,
+    noise_generators,
+    restore_generators,
+    training_row,
+    with_controls,
+)
 
 HALF = 392
 
@@ -44,8 +60,15 @@ def halves(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def nll_bound(model, images: torch.Tensor, num_samples: int, generator=None,
-              example_chunk: int = 500, sample_chunk: int = 100, desc: str | None = None) -> torch.Tensor:
+def nll_bound(
+    model,
+    images: torch.Tensor,
+    num_samples: int,
+    generator=None,
+    example_chunk: int = 500,
+    sample_chunk: int = 100,
+    desc: str | None = None,
+) -> torch.Tensor:
     """``-log (1/M) sum_m p(x_lower | b_2^(m))``, ``b^(m) ~ q(. | x_upper)``, per image ``(N,)``, in chunks;
     with ``desc``, its progress."""
     bounds = []
@@ -85,24 +108,33 @@ class BestCheckpoint:
 def training_loss(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
     """The batch's mean of ``-log p(x_lower | b_2)``, ``b ~ q(. | x_upper)``; its gradient is the estimator's."""
     upper, lower = halves(x)
-    value = chain_estimate(lambda samples, logits: -model.log_likelihood(lower, samples[-1]),
-                           model.stochastic_layers(), upper, estimators, num_samples, generator=generator)
+    value = chain_estimate(
+        lambda samples, logits: -model.log_likelihood(lower, samples[-1]),
+        model.stochastic_layers(),
+        upper,
+        estimators,
+        num_samples,
+        generator=generator,
+    )
     return value.mean()
 
 
 def evaluate(model, valid, test, best: BestCheckpoint, config: SBNConfig, step: int, final: bool) -> dict:
     """The validation bound (offered to ``best``); at the end, the test bound of the best checkpoint."""
     gen = torch.Generator(config.device).manual_seed(10_000 * config.seed + step)  # apart from training
-    row = {"valid_nll_bound": float(nll_bound(model, valid, config.eval_samples, gen).mean()),
-           "test_nll_bound": None}  # not computed before the end
+    row = {
+        "valid_nll_bound": float(nll_bound(model, valid, config.eval_samples, gen).mean()),
+        "test_nll_bound": None,
+    }  # not computed before the end
     best.offer(model, row["valid_nll_bound"], step)
     if final:  # the checkpoint with the best validation bound is the one reported
         current = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(best.state)
         row["best_step"] = best.step
         row["valid_nll_bound_best"] = best.valid_nll_bound
-        row["test_nll_bound"] = float(nll_bound(model, test, config.test_samples, gen,
-                                                desc=f"test bound (M={config.test_samples})").mean())
+        row["test_nll_bound"] = float(
+            nll_bound(model, test, config.test_samples, gen, desc=f"test bound (M={config.test_samples})").mean()
+        )
         completion_figure(model, test, config.out + "/completions.png", gen)
         model.load_state_dict(current)
     return row
@@ -114,8 +146,10 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     device = config.device
     data = load_dataset(config.dataset, config.data_dir)
     if data.binarization == "dynamic":
-        raise ValueError(f"the SBN task uses fixed binary images: use {config.dataset}-threshold "
-                         f"(or mnist-static), not the dynamically binarised {config.dataset!r}")
+        raise ValueError(
+            f"the SBN task uses fixed binary images: use {config.dataset}-threshold "
+            f"(or mnist-static), not the dynamically binarised {config.dataset!r}"
+        )
     shards = parallel.check_shards(config.shards, config.batch_size)  # under torchrun: one per process
     config = replace(config, shards=shards)
     main = parallel.is_main()  # the first process evaluates and writes
@@ -184,21 +218,36 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
         if done % config.checkpoint_every == 0 or final:
             guard.saved(done)
             parallel.collect(noise, mine)  # torchrun: every shard's noise state, to the first process
-            run.save(done, {
-                "config": asdict(config), "model": model.state_dict(),
-                "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
-                "estimators": estimator_state(estimators), "data_gen": data_gen.get_state(),
-                "noise_gens": [g.get_state() for g in noise], "running": running, "extra": best.state_dict(),
-            })
+            run.save(
+                done,
+                {
+                    "config": asdict(config),
+                    "model": model.state_dict(),
+                    "optimizers": {name: o.state_dict() for name, o in optimizers.items()},
+                    "estimators": estimator_state(estimators),
+                    "data_gen": data_gen.get_state(),
+                    "noise_gens": [g.get_state() for g in noise],
+                    "running": running,
+                    "extra": best.state_dict(),
+                },
+            )
     bar.close()
 
     # ---- the results ----
     last = run.rows[-1]
     results = common_results(config, run, "train_nll")
-    results.update(test_nll_bound=last["test_nll_bound"], valid_nll_bound=last["valid_nll_bound_best"],
-                   best_step=last["best_step"], test_samples=config.test_samples, valid_samples=config.eval_samples,
-                   data_files=data.files)
-    curves = (("train_nll", "train -log p(x_lower | b), 1 sample"), ("valid_nll_bound", f"valid bound, M={config.eval_samples}"))
+    results.update(
+        test_nll_bound=last["test_nll_bound"],
+        valid_nll_bound=last["valid_nll_bound_best"],
+        best_step=last["best_step"],
+        test_samples=config.test_samples,
+        valid_samples=config.eval_samples,
+        data_files=data.files,
+    )
+    curves = (
+        ("train_nll", "train -log p(x_lower | b), 1 sample"),
+        ("valid_nll_bound", f"valid bound, M={config.eval_samples}"),
+    )
     return finish(run, results, curves, f"{config.dataset} SBN {config.model} {config.estimator}")
 
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from ..estimators import BINARY, get_estimator
 from .. import multisample
-from .reporting import log
+from ..estimators import BINARY, get_estimator
 from . import locks
+from .reporting import log
 from .training import ConfigurationError, prepare_out
 from .vae import VAEConfig
 
@@ -36,8 +36,10 @@ LAUNCHERS = ("local", "submitit")
 
 def study_configs(base: VAEConfig, models, estimators, seeds, out) -> list:
     """One config per (model, estimator, seed), each in its own folder under ``out``."""
-    return [dataclasses.replace(base, model=m, estimator=e, seed=s, out=str(Path(out) / f"{m}-{e}-seed{s}"))
-            for m, e, s in itertools.product(models, estimators, seeds)]
+    return [
+        dataclasses.replace(base, model=m, estimator=e, seed=s, out=str(Path(out) / f"{m}-{e}-seed{s}"))
+        for m, e, s in itertools.product(models, estimators, seeds)
+    ]
 
 
 def finished(config) -> bool:
@@ -54,13 +56,20 @@ def batches(configs: list, runs_per_process: int | None = None) -> list:
     """The runs grouped into batches that can train in one process, each of at most ``runs_per_process``."""
     groups: dict = {}
     for config in configs:
-        spec = (multisample.get_estimator(config.estimator) if config.objective == "iwae"
-                else get_estimator(config.estimator))
+        spec = (
+            multisample.get_estimator(config.estimator)
+            if config.objective == "iwae"
+            else get_estimator(config.estimator)
+        )
         if spec.learned:
-            raise ConfigurationError(f"{config.estimator} learns control parameters: train it one run per "
-                                     f"process with armgrad vae")
-        mixable = config.objective == "elbo" and spec.evaluations(config.num_samples) == config.num_samples \
+            raise ConfigurationError(
+                f"{config.estimator} learns control parameters: train it one run per process with armgrad vae"
+            )
+        mixable = (
+            config.objective == "elbo"
+            and spec.evaluations(config.num_samples) == config.num_samples
             and spec.evaluates_f_at == BINARY
+        )
         key = (config.model, None if mixable else spec.name)
         groups.setdefault(key, []).append(config)
     if not groups:
@@ -78,9 +87,17 @@ def run_batch(configs: list, resume: bool, threads: int | None = None) -> list:
     return train_runs(configs, resume=resume)
 
 
-def run_study(configs: list, resume: bool = False, overwrite: bool = False, runs_per_process: int | None = None,
-              launcher: str = "local", cluster: str = "local", threads: int | None = None,
-              slurm_partition: str | None = None, timeout_min: int = 4320) -> list:
+def run_study(
+    configs: list,
+    resume: bool = False,
+    overwrite: bool = False,
+    runs_per_process: int | None = None,
+    launcher: str = "local",
+    cluster: str = "local",
+    threads: int | None = None,
+    slurm_partition: str | None = None,
+    timeout_min: int = 4320,
+) -> list:
     """Check every run folder, then train the unfinished runs in batches; return the results of the trained runs."""
     if launcher not in LAUNCHERS:
         raise ConfigurationError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
@@ -93,8 +110,9 @@ def run_study(configs: list, resume: bool = False, overwrite: bool = False, runs
         for config in todo:
             prepare_out(config, resume=resume, overwrite=overwrite)
         for i, batch in enumerate(plan):
-            log.info("batch %d of %d: %d runs (%s)", i + 1, len(plan), len(batch),
-                     ", ".join(Path(c.out).name for c in batch))
+            log.info(
+                "batch %d of %d: %d runs (%s)", i + 1, len(plan), len(batch), ", ".join(Path(c.out).name for c in batch)
+            )
         if launcher == "local":
             return [r for batch in plan for r in run_batch(batch, resume, threads)]
         return _submit(plan, resume, cluster, threads, slurm_partition, timeout_min, Path(configs[0].out).parent)

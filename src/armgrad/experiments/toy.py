@@ -55,7 +55,7 @@ class ToyConfig:
     out: str = "runs/toy"
 
     @classmethod
-    def quick(cls, **overrides) -> "ToyConfig":
+    def quick(cls, **overrides) -> ToyConfig:
         """Under a minute on 2 cores: fewer steps and seeds, sparser variance measurements."""
         base = dict(steps=300, seeds=2, var_every=50, var_draws=300, steps_high_dim=300, var_every_high_dim=50)
         return cls(**{**base, **overrides})
@@ -86,8 +86,15 @@ def exact_variance(name: str, logit: float, target: float, budget: int) -> float
     return math.nan if variance is None else variance / (budget // est.budget.group)
 
 
-def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, steps: int, record_every: int = 1,
-            var_every: int | None = None):
+def run_one(
+    name: str,
+    targets: torch.Tensor,
+    seed: int,
+    config: ToyConfig,
+    steps: int,
+    record_every: int = 1,
+    var_every: int | None = None,
+):
     """Train ``phi`` (starting at 0) with one estimator; return per-step rows and a summary."""
     var_every = var_every or config.var_every
     gen = torch.Generator(config.device).manual_seed(seed)
@@ -122,16 +129,27 @@ def run_one(name: str, targets: torch.Tensor, seed: int, config: ToyConfig, step
                 exact = exact_variance(name, float(logits[0]), float(targets[0]), budget)
         if step % record_every == 0 or not math.isnan(measured):
             p = torch.sigmoid(logits)
-            rows.append({"step": step, "prob": float(p.mean()), "grad": float(g.mean()), "true_grad": float(true_g.mean()),
-                         "reached": reached_fraction(p, targets, config.minimize),
-                         "grad_var": measured, "exact_var": exact})
+            rows.append(
+                {
+                    "step": step,
+                    "prob": float(p.mean()),
+                    "grad": float(g.mean()),
+                    "true_grad": float(true_g.mean()),
+                    "reached": reached_fraction(p, targets, config.minimize),
+                    "grad_var": measured,
+                    "exact_var": exact,
+                }
+            )
         if step == steps:
             break
         phi.grad = sign * g
         optimizer.step()
     p = torch.sigmoid(phi.detach())
     summary = {
-        "estimator": name, "units": units, "seed": seed, "budget": budget,
+        "estimator": name,
+        "units": units,
+        "seed": seed,
+        "budget": budget,
         "f_evaluations": spec.evaluations(budget, units) if not enumerates else 0,
         "p0": float(targets[0]) if units == 1 else "mixed",
         "final_prob": float(p.mean()),
@@ -163,9 +181,11 @@ def run_study(config: ToyConfig) -> dict:
     for name, p0, seed in jobs:
         if p0 == "mixed":
             targets = torch.tensor(config.targets, dtype=torch.float64).repeat(
-                math.ceil(config.units_high_dim / len(config.targets)))[: config.units_high_dim]
-            rows, summary = run_one(name, targets, seed, config, config.steps_high_dim, record_every=10,
-                                    var_every=config.var_every_high_dim)
+                math.ceil(config.units_high_dim / len(config.targets))
+            )[: config.units_high_dim]
+            rows, summary = run_one(
+                name, targets, seed, config, config.steps_high_dim, record_every=10, var_every=config.var_every_high_dim
+            )
         else:
             rows, summary = run_one(name, torch.tensor([p0], dtype=torch.float64), seed, config, config.steps)
         trajectory = f"csv/{name}_p0={p0}_seed={seed}.csv"
@@ -193,15 +213,19 @@ def summarise(config: ToyConfig, runs: list[dict]) -> list[dict]:
             group = [r for r in runs if r["estimator"] == name and r["p0"] == p0]
             if not group:
                 continue
-            table.append({
-                "p0": p0, "estimator": name, "budget": group[0]["f_evaluations"],
-                "final_prob": sum(r["final_prob"] for r in group) / len(group),
-                "at_optimum": sum(r["fraction_at_optimum"] for r in group) / len(group),
-                "right_side": sum(r["fraction_right_side"] for r in group) / len(group),
-                "seeds_at_optimum": sum(r["fraction_at_optimum"] > 0.5 for r in group),
-                "seeds": len(group),
-                "grad_var": sum(r["grad_var"] for r in group) / len(group),
-            })
+            table.append(
+                {
+                    "p0": p0,
+                    "estimator": name,
+                    "budget": group[0]["f_evaluations"],
+                    "final_prob": sum(r["final_prob"] for r in group) / len(group),
+                    "at_optimum": sum(r["fraction_at_optimum"] for r in group) / len(group),
+                    "right_side": sum(r["fraction_right_side"] for r in group) / len(group),
+                    "seeds_at_optimum": sum(r["fraction_at_optimum"] > 0.5 for r in group),
+                    "seeds": len(group),
+                    "grad_var": sum(r["grad_var"] for r in group) / len(group),
+                }
+            )
     return table
 
 
@@ -209,8 +233,13 @@ def variance_check(curves: dict, config: ToyConfig) -> list[dict]:
     """Measured against closed-form variance, averaged over every measurement of every 1-D run."""
     rows = []
     for name in config.estimators:
-        pairs = [(r["grad_var"], r["exact_var"]) for (n, p0, _), c in curves.items() if n == name and p0 != "mixed"
-                 for r in c if not math.isnan(r["exact_var"])]
+        pairs = [
+            (r["grad_var"], r["exact_var"])
+            for (n, p0, _), c in curves.items()
+            if n == name and p0 != "mixed"
+            for r in c
+            if not math.isnan(r["exact_var"])
+        ]
         if pairs:
             measured = sum(m for m, _ in pairs) / len(pairs)
             exact = sum(e for _, e in pairs) / len(pairs)
@@ -231,14 +260,29 @@ def write_report(config: ToyConfig, runs: list[dict], curves: dict, out: Path) -
         "of 1/2; `at optimum`: fraction within 0.25 of the "
         "optimum (1 or 0); `seeds`: seeds for which most units got there. `grad var`: the estimator's "
         "variance at the current phi, averaged over the run.\n",
-        markdown_table(["p0", "estimator", "f evals", "final prob", "right side", "at optimum", "seeds", "grad var"],
-                       [[r["p0"], r["estimator"], r["budget"], r["final_prob"], r["right_side"], r["at_optimum"],
-                         f"{r['seeds_at_optimum']}/{r['seeds']}", r["grad_var"]] for r in table]),
+        markdown_table(
+            ["p0", "estimator", "f evals", "final prob", "right side", "at optimum", "seeds", "grad var"],
+            [
+                [
+                    r["p0"],
+                    r["estimator"],
+                    r["budget"],
+                    r["final_prob"],
+                    r["right_side"],
+                    r["at_optimum"],
+                    f"{r['seeds_at_optimum']}/{r['seeds']}",
+                    r["grad_var"],
+                ]
+                for r in table
+            ],
+        ),
     ]
     failures = {}
     for r in table:
         if r["seeds_at_optimum"] < r["seeds"]:
-            failures.setdefault(r["estimator"], []).append(f"p0 = {r['p0']} ({r['seeds_at_optimum']}/{r['seeds']} seeds)")
+            failures.setdefault(r["estimator"], []).append(
+                f"p0 = {r['p0']} ({r['seeds_at_optimum']}/{r['seeds']} seeds)"
+            )
     if failures:
         lines.append("Did not reach the optimum on every seed within the steps given:\n")
         lines += [f"- {name}: {', '.join(where)}" for name, where in failures.items()]
@@ -248,10 +292,16 @@ def write_report(config: ToyConfig, runs: list[dict], curves: dict, out: Path) -
     check = variance_check(curves, config)
     if check:
         lines.append("## Measured variance against the closed form (one unit, all measurements)\n")
-        lines.append(markdown_table(["estimator", "measured", "exact", "ratio"],
-                                    [[r["estimator"], r["measured"], r["exact"], r["ratio"]] for r in check]))
-    lines.append("![probability](trajectory.png)\n\n![variance](variance.png)\n\n![gradient](gradient.png)\n\n"
-                 "![200 units](high_dim.png)\n")
+        lines.append(
+            markdown_table(
+                ["estimator", "measured", "exact", "ratio"],
+                [[r["estimator"], r["measured"], r["exact"], r["ratio"]] for r in check],
+            )
+        )
+    lines.append(
+        "![probability](trajectory.png)\n\n![variance](variance.png)\n\n![gradient](gradient.png)\n\n"
+        "![200 units](high_dim.png)\n"
+    )
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     return text
@@ -282,8 +332,14 @@ def write_figures(config: ToyConfig, curves: dict, out: Path) -> None:
         for name in names:
             for (n, t, seed), rows in curves.items():
                 if n == name and t == p0:
-                    ax.plot([r["step"] for r in rows], [r["prob"] for r in rows], color=colors[name], lw=0.8,
-                            alpha=0.8, label=name if seed == 0 else None)
+                    ax.plot(
+                        [r["step"] for r in rows],
+                        [r["prob"] for r in rows],
+                        color=colors[name],
+                        lw=0.8,
+                        alpha=0.8,
+                        label=name if seed == 0 else None,
+                    )
         ax.set_title(f"p0 = {p0}")
         ax.set_xlabel("step")
     axes[0].set_ylabel("s(phi)")
@@ -309,15 +365,16 @@ def write_figures(config: ToyConfig, curves: dict, out: Path) -> None:
 
     p0 = targets[0]
     shown = [n for n in names if ESTIMATORS[n].evaluates_f_at != ENUMERATION]
-    fig, axes = plt.subplots(2, math.ceil(len(shown) / 2), figsize=(3.4 * math.ceil(len(shown) / 2), 5.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2, math.ceil(len(shown) / 2), figsize=(3.4 * math.ceil(len(shown) / 2), 5.6), squeeze=False
+    )
     for ax, name in zip(axes.flat, shown):
         rows = curves[(name, p0, 0)]
         ax.plot([r["step"] for r in rows], [r["grad"] for r in rows], ".", ms=1, color=colors[name], label="estimate")
         ax.plot([r["step"] for r in rows], [r["true_grad"] for r in rows], color="k", lw=1, label="true")
         ax.set_title(name, fontsize=9)
         ax.set_yscale("symlog", linthresh=1e-3)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"estimated vs true gradient, p0 = {p0}, seed 0")

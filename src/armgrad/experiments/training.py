@@ -76,7 +76,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
             raise StorageFullError(
                 f"the disk holding {path.parent} is full: the checkpoint of step {state.get('step', '?')} could not "
                 f"be written; the previous checkpoint is intact. Free some space and run the same command with "
-                f"--resume") from error
+                f"--resume"
+            ) from error
         raise
 
 
@@ -88,16 +89,28 @@ def load_checkpoint(path: Path) -> dict:
     """A checkpoint, or one line naming the file and what to do when it is damaged or not a checkpoint."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, ImportError,
-            IndexError, KeyError, TypeError) as error:
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+        AttributeError,
+        ImportError,
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as error:
         if isinstance(error, (FileNotFoundError, PermissionError)):
             raise
         raise DamagedFileError(
             f"{path} is damaged or not an armgrad checkpoint ({type(error).__name__}: {str(error)[:80]}); delete it "
-            f"(the run then starts again from step 0, or use --overwrite) or restore it from a copy") from None
+            f"(the run then starts again from step 0, or use --overwrite) or restore it from a copy"
+        ) from None
     if not isinstance(state, dict) or not {"config", "step", "model"} <= set(state):
-        raise DamagedFileError(f"{path} is not an armgrad checkpoint (no config, step and model in it); delete it or "
-                               f"use another --out")
+        raise DamagedFileError(
+            f"{path} is not an armgrad checkpoint (no config, step and model in it); delete it or use another --out"
+        )
     return state
 
 
@@ -147,9 +160,15 @@ class RunLog:
                 if key != "step" and isinstance(value, float) and value == value:
                     writer.add_scalar(key, value, row["step"])
             writer.flush()
-        log.info("step %d: %s", row["step"], ", ".join(
-            f"{k} not computed" if v is None else f"{k}={v:.4g}" for k, v in row.items()
-            if k != "step" and (v is None or isinstance(v, float))))
+        log.info(
+            "step %d: %s",
+            row["step"],
+            ", ".join(
+                f"{k} not computed" if v is None else f"{k}={v:.4g}"
+                for k, v in row.items()
+                if k != "step" and (v is None or isinstance(v, float))
+            ),
+        )
 
     def save(self, step: int, state: dict) -> None:
         if self.write:
@@ -221,8 +240,7 @@ def backward_step(loss_fn, x: torch.Tensor, noise: list, mine, estimators=()) ->
     if len(noise) == 1:  # one shard: the whole batch (no slicing, no scaling)
         return _backward(loss_fn(x, noise[0]), estimators, 1)
     rows = x.shape[-2] // len(noise)
-    return sum(_backward(loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]), estimators, len(mine))
-               for s in mine)
+    return sum(_backward(loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]), estimators, len(mine)) for s in mine)
 
 
 def _backward(loss: torch.Tensor, estimators, shards: int) -> torch.Tensor:
@@ -246,13 +264,17 @@ def restore_generators(state: dict, data_gen: torch.Generator, noise_gens: list)
         gen.set_state(gen_state)
 
 
-def training_row(run: "RunLog", step: int, window_start: float, metric: str, values: list) -> dict:
+def training_row(run: RunLog, step: int, window_start: float, metric: str, values: list) -> dict:
     """The first fields of an evaluation's row: the clock, what else ran, and the mean training metric
     over ``values`` (the steps since the last evaluation, which began at ``window_start``)."""
     seconds = run.elapsed()
-    return {"step": step, "seconds": seconds, "steps_per_second": len(values) / max(seconds - window_start, 1e-9),
-            "load_average": os.getloadavg()[0],  # other work on the machine, for the wall-clock
-            metric: sum(values) / len(values)}
+    return {
+        "step": step,
+        "seconds": seconds,
+        "steps_per_second": len(values) / max(seconds - window_start, 1e-9),
+        "load_average": os.getloadavg()[0],  # other work on the machine, for the wall-clock
+        metric: sum(values) / len(values),
+    }
 
 
 class ConfigurationError(ValueError):
@@ -277,21 +299,32 @@ class DivergenceGuard:
     """
 
     def __init__(self, config, pixels: int, last_saved: int):
-        self.config, self.limit, self.last_saved, self.last_read = config, DIVERGED_NATS_PER_PIXEL * pixels, \
-            last_saved, last_saved
+        self.config, self.limit, self.last_saved, self.last_read = (
+            config,
+            DIVERGED_NATS_PER_PIXEL * pixels,
+            last_saved,
+            last_saved,
+        )
 
     def _fail(self, done: int, what: str):
         raise DivergedError(
             f"{self.config.out}: training diverged between steps {self.last_read + 1:,} and {done:,}: {what}; try a "
-            f"smaller --lr (now {self.config.lr:g}); " + (
-                f"the last checkpoint (step {self.last_saved:,}) is intact and was not overwritten" if self.last_saved
-                else "no checkpoint had been written yet"))
+            f"smaller --lr (now {self.config.lr:g}); "
+            + (
+                f"the last checkpoint (step {self.last_saved:,}) is intact and was not overwritten"
+                if self.last_saved
+                else "no checkpoint had been written yet"
+            )
+        )
 
     def check_losses(self, losses, done: int) -> None:
         bad = [v for v in losses if not math.isfinite(v) or abs(v) > self.limit]
         if bad:
-            self._fail(done, f"a training loss of {bad[0]:.4g} nats per example (beyond {self.limit:,.0f}, "
-                             f"{DIVERGED_NATS_PER_PIXEL:g} per pixel, or not finite)")
+            self._fail(
+                done,
+                f"a training loss of {bad[0]:.4g} nats per example (beyond {self.limit:,.0f}, "
+                f"{DIVERGED_NATS_PER_PIXEL:g} per pixel, or not finite)",
+            )
         self.last_read = done
 
     def check_parameters(self, module, done: int) -> None:
@@ -334,14 +367,17 @@ def check_same_configuration(config, saved: dict) -> None:
     if foreign:
         raise ConfigurationError(
             f"{config.out}/checkpoint.pt is the checkpoint of another kind of run (it has {', '.join(foreign)}, which "
-            f"this command does not know): resume it with the command that made it, or use another --out")
-    changed = sorted(k for k, v in asdict(config).items()
-                     if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
+            f"this command does not know): resume it with the command that made it, or use another --out"
+        )
+    changed = sorted(
+        k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
+    )
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {getattr(config, k)!r} now" for k in changed)
         raise ConfigurationError(
             f"--resume with a different configuration than the checkpoint's ({details}); only "
-            f"{', '.join(RESUMABLE_CHANGES)} may change. Give the checkpoint's values, or another --out")
+            f"{', '.join(RESUMABLE_CHANGES)} may change. Give the checkpoint's values, or another --out"
+        )
 
 
 def check_writable(folder: Path) -> None:
@@ -352,8 +388,9 @@ def check_writable(folder: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
-        raise ConfigurationError(f"cannot write into {folder} ({error.strerror or error}): give a folder you can "
-                                 f"write to with --out") from None
+        raise ConfigurationError(
+            f"cannot write into {folder} ({error.strerror or error}): give a folder you can write to with --out"
+        ) from None
 
 
 def prepare_out(config, resume: bool = False, overwrite: bool = False) -> None:
@@ -376,14 +413,16 @@ def prepare_out(config, resume: bool = False, overwrite: bool = False) -> None:
         if not checkpoint.exists():
             raise ConfigurationError(
                 f"{config.out} holds a run ({found}) but no checkpoint.pt: --resume cannot continue it and would "
-                f"train from step 0 silently; use --overwrite to train it again from step 0, or another --out")
+                f"train from step 0 silently; use --overwrite to train it again from step 0, or another --out"
+            )
         state = load_checkpoint(checkpoint)
         check_same_configuration(config, state["config"])
         if state["step"] > config.steps:
             raise ConfigurationError(
                 f"{config.out} is already at step {state['step']:,}: --steps {config.steps:,} would make the run "
                 f"shorter than it is (its results would mix the two lengths); give --steps {state['step']:,} or "
-                f"more to continue it (e.g. --steps {2 * state['step']:,}), or another --out")
+                f"more to continue it (e.g. --steps {2 * state['step']:,}), or another --out"
+            )
         return
     if overwrite:
         for name in RUN_FILES:
@@ -391,30 +430,45 @@ def prepare_out(config, resume: bool = False, overwrite: bool = False) -> None:
         shutil.rmtree(Path(config.out) / "tensorboard", ignore_errors=True)
         log.info("--overwrite: removed the run in %s (%s)", config.out, found)
         return
-    raise ConfigurationError(f"{config.out} already holds a run ({found}): add --resume to continue it, "
-                             f"or --overwrite to start again from step 0")
+    raise ConfigurationError(
+        f"{config.out} already holds a run ({found}): add --resume to continue it, "
+        f"or --overwrite to start again from step 0"
+    )
 
 
 def describe(config, kind: str) -> str:
     """One line saying what is trained and where it is written."""
-    budget = (f"on the {config.num_samples}-sample bound" if getattr(config, "objective", "elbo") == "iwae" else
-              f"({config.num_samples} f evaluations per layer and example)")
-    return (f"training a {config.model} {kind} on {config.dataset} with {config.estimator} "
-            f"{budget}, {config.steps:,} steps, batch "
-            f"{config.batch_size}, on {config.device} with {torch.get_num_threads()} thread(s), into {config.out}")
+    budget = (
+        f"on the {config.num_samples}-sample bound"
+        if getattr(config, "objective", "elbo") == "iwae"
+        else f"({config.num_samples} f evaluations per layer and example)"
+    )
+    return (
+        f"training a {config.model} {kind} on {config.dataset} with {config.estimator} "
+        f"{budget}, {config.steps:,} steps, batch "
+        f"{config.batch_size}, on {config.device} with {torch.get_num_threads()} thread(s), into {config.out}"
+    )
 
 
 def common_results(config, run: RunLog, train_metric: str, runs_in_process: int = 1) -> dict:
     """The results every run reports, from its configuration and its log."""
     last = run.rows[-1]
     return {
-        "dataset": config.dataset, "model": config.model, "estimator": config.estimator,
-        "num_samples": config.num_samples, "seed": config.seed, "steps": config.steps,
-        "batch_size": config.batch_size, "processes": parallel.world_size(), "runs_in_process": runs_in_process,
-        "seconds": last["seconds"], train_metric: last[train_metric],
+        "dataset": config.dataset,
+        "model": config.model,
+        "estimator": config.estimator,
+        "num_samples": config.num_samples,
+        "seed": config.seed,
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "processes": parallel.world_size(),
+        "runs_in_process": runs_in_process,
+        "seconds": last["seconds"],
+        train_metric: last[train_metric],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         # what else ran: the seconds compare estimators only between runs that had the machine alike
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "load_average": _mean([r.get("load_average") for r in run.rows]),
     }
 

@@ -17,21 +17,37 @@ from pathlib import Path
 
 import torch
 
+from .. import multisample
 from .._random import for_runs
 from ..data import load_dataset
 from ..diagnostics import controls_frozen
 from ..estimators import get_estimator
-from .. import multisample
 from ..models import stacked
 from ..models.vae import BinaryVAE, bernoulli_log_prob
 from ..network import chain_estimate
 from . import parallel
 from .mixture import RunMixture
 from .reporting import log, progress
-from .training import (LOG_EVERY, ConfigurationError, RunLog, TrainingConfig, adam, backward_step,
-                       DivergenceGuard, check_same_configuration, common_results, control_parameters, estimator_state, finish,
-                       load_estimator_state, make_estimators, noise_generators, restore_generators, training_row,
-                       with_controls)
+from .training import (
+    LOG_EVERY,
+    ConfigurationError,
+    DivergenceGuard,
+    RunLog,
+    TrainingConfig,
+    adam,
+    backward_step,
+    check_same_configuration,
+    common_results,
+    control_parameters,
+    estimator_state,
+    finish,
+    load_estimator_state,
+    make_estimators,
+    noise_generators,
+    restore_generators,
+    training_row,
+    with_controls,
+)
 
 
 @dataclass
@@ -65,8 +81,15 @@ def protocol_values(protocol: str, dataset: str) -> dict:
 
 
 @torch.no_grad()
-def importance_weighted_bound(model: BinaryVAE, x: torch.Tensor, num_samples: int, generator=None,
-                              example_chunk: int = 100, sample_chunk: int = 100, desc: str | None = None) -> torch.Tensor:
+def importance_weighted_bound(
+    model: BinaryVAE,
+    x: torch.Tensor,
+    num_samples: int,
+    generator=None,
+    example_chunk: int = 100,
+    sample_chunk: int = 100,
+    desc: str | None = None,
+) -> torch.Tensor:
     """``log (1/K) sum_k p(x, b_k) / q(b_k | x)`` per example, ``(N,)``, in chunks (flat memory).
 
     With ``K = 1`` it is the ELBO of one sample. Memory is bounded by
@@ -93,8 +116,9 @@ def negative_bound(model, x, estimators, num_samples, generator) -> torch.Tensor
     negative ``num_samples``-sample bound; its gradient is the estimator's."""
     if isinstance(estimators[0], multisample.MultiSampleEstimator):
         return -multisample_bound(model, x, estimators[0], num_samples, generator)
-    return chain_estimate(partial(model.negative_elbo, x), model.encoder_layers(), x, estimators,
-                          num_samples, generator=generator)
+    return chain_estimate(
+        partial(model.negative_elbo, x), model.encoder_layers(), x, estimators, num_samples, generator=generator
+    )
 
 
 def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
@@ -117,8 +141,10 @@ def make_vae_estimators(config, model, device) -> list:
     """The estimator of each stochastic layer; one multi-sample estimator for the IWAE objective."""
     if config.objective == "iwae":
         if model.num_layers != 1:
-            raise ConfigurationError(f"--objective iwae trains models with one stochastic layer, not "
-                                     f"{config.model!r} ({model.num_layers} layers)")
+            raise ConfigurationError(
+                f"--objective iwae trains models with one stochastic layer, not "
+                f"{config.model!r} ({model.num_layers} layers)"
+            )
         return [multisample.get_estimator(config.estimator)]
     return make_estimators(config.estimator, model.num_layers, model.prior_logits.numel(), device)
 
@@ -143,11 +169,15 @@ def evaluate(model, data, estimators, config: VAEConfig, step: int, final: bool)
     if config.objective == "iwae":  # the training objective's own bound, on the test set
         row["test_bound_k"] = float(importance_weighted_bound(model, test, config.num_samples, gen).mean())
     if final:  # None until then: not computed (an empty cell in metrics.csv)
-        row["test_bound"] = float(importance_weighted_bound(model, test, config.test_samples, gen,
-                                                            desc=f"test bound (K={config.test_samples})").mean())
+        row["test_bound"] = float(
+            importance_weighted_bound(
+                model, test, config.test_samples, gen, desc=f"test bound (K={config.test_samples})"
+            ).mean()
+        )
     fixed = data.split("train")[: config.batch_size].to(device)
-    row["grad_var"] = encoder_gradient_variance(model, fixed, estimators, config.num_samples,
-                                                config.grad_var_draws, gen)
+    row["grad_var"] = encoder_gradient_variance(
+        model, fixed, estimators, config.num_samples, config.grad_var_draws, gen
+    )
     return row
 
 
@@ -191,11 +221,18 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         alone.append(BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device))
     model = stacked.stack(alone)
     alone_estimators = [make_vae_estimators(c, m, device) for c, m in zip(configs, alone)]
-    estimators = (alone_estimators[0] if num_runs == 1 else
-                  RunMixture.for_runs([e[0] for e in alone_estimators], model.num_layers))
+    estimators = (
+        alone_estimators[0]
+        if num_runs == 1
+        else RunMixture.for_runs([e[0] for e in alone_estimators], model.num_layers)
+    )
     optimizers = vae_optimizers(model, estimators, first)
-    alone_optimizers = ([optimizers] if num_runs == 1 else  # what each run's checkpoint holds
-                        [vae_optimizers(m, e, first) for m, e in zip(alone, alone_estimators)])
+    alone_optimizers = (
+        [optimizers]
+        if num_runs == 1
+        # what each run's checkpoint holds
+        else [vae_optimizers(m, e, first) for m, e in zip(alone, alone_estimators)]
+    )
     data_gens = [torch.Generator().manual_seed(c.seed) for c in configs]  # batches and dynamic binarisation
     noise_gens = [noise_generators(c, shards) for c in configs]  # each run's, one stream per shard
     start, running = 0, [[] for _ in configs]  # the training metric since the last evaluation
@@ -216,15 +253,23 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     controls = control_parameters(estimators)  # learned by the estimators, outside DDP
     metric = "train_elbo" if first.objective == "elbo" else "train_bound"
     steps = first.steps if stop_at is None else stop_at
-    bar = progress(total=steps, initial=start, disable=not main,
-                   desc=f"{first.model} {first.estimator}" if num_runs == 1 else f"{first.model}, {num_runs} runs")
+    bar = progress(
+        total=steps,
+        initial=start,
+        disable=not main,
+        desc=f"{first.model} {first.estimator}" if num_runs == 1 else f"{first.model}, {num_runs} runs",
+    )
     window_start = runs[0].elapsed()
     guard = DivergenceGuard(first, data.train.shape[1], start)
     pending = []  # each step's loss per run, still on the device
     for step in range(start, steps):
-        xs = [data.train_batch(torch.randint(data.train.shape[0], (c.batch_size,), generator=g), g)
-              for c, g in zip(configs, data_gens)]
-        x = (xs[0] if num_runs == 1 else torch.stack(xs)).to(device, non_blocking=True)  # (R, batch, 784); one run: no R
+        xs = [
+            data.train_batch(torch.randint(data.train.shape[0], (c.batch_size,), generator=g), g)
+            for c, g in zip(configs, data_gens)
+        ]
+        x = (xs[0] if num_runs == 1 else torch.stack(xs)).to(
+            device, non_blocking=True
+        )  # (R, batch, 784); one run: no R
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         try:
@@ -262,19 +307,30 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
             parallel.collect(noise_gens[0], mine)  # torchrun: every shard's noise state, to the first process
             for r, (config, run) in enumerate(zip(configs, runs)):
                 run.set_elapsed(runs[0].elapsed())  # the runs share one clock
-                run.save(done, {
-                    "config": asdict(config), "model": alone[r].state_dict(),
-                    "optimizers": {name: o.state_dict() for name, o in alone_optimizers[r].items()},
-                    "estimators": estimator_state(alone_estimators[r]), "data_gen": data_gens[r].get_state(),
-                    "noise_gens": [g.get_state() for g in noise_gens[r]], "running": running[r], "extra": {},
-                })
+                run.save(
+                    done,
+                    {
+                        "config": asdict(config),
+                        "model": alone[r].state_dict(),
+                        "optimizers": {name: o.state_dict() for name, o in alone_optimizers[r].items()},
+                        "estimators": estimator_state(alone_estimators[r]),
+                        "data_gen": data_gens[r].get_state(),
+                        "noise_gens": [g.get_state() for g in noise_gens[r]],
+                        "running": running[r],
+                        "extra": {},
+                    },
+                )
     bar.close()
     if stop_at is not None and stop_at < first.steps:
         return [None] * num_runs
 
     # ---- the results, one folder per run ----
-    return [finish_vae(run, {**common_results(config, run, metric, runs_in_process=num_runs), "data_files": data.files},
-                       config) for config, run in zip(configs, runs)]
+    return [
+        finish_vae(
+            run, {**common_results(config, run, metric, runs_in_process=num_runs), "data_files": data.files}, config
+        )
+        for config, run in zip(configs, runs)
+    ]
 
 
 def run_losses(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
@@ -284,9 +340,14 @@ def run_losses(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
 
 def vae_optimizers(model, estimators, config) -> dict:
     """Adam on the encoder and decoder, SGD on the prior logits, Adam on learned controls if any."""
-    return with_controls({"model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
-                          "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr)},
-                         estimators, config.control_lr)
+    return with_controls(
+        {
+            "model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
+            "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
+        },
+        estimators,
+        config.control_lr,
+    )
 
 
 def unstack_into(model, optimizers, alone, alone_optimizers) -> None:
@@ -297,7 +358,9 @@ def unstack_into(model, optimizers, alone, alone_optimizers) -> None:
     for r, (m, opts) in enumerate(zip(alone, alone_optimizers)):
         m.load_state_dict(stacked.unstack_state(state, r, m.state_dict()))
         for name, optimizer in optimizers.items():
-            opts[name].load_state_dict(stacked.unstack_optimizer_state(optimizer.state_dict(), r, opts[name].param_groups))
+            opts[name].load_state_dict(
+                stacked.unstack_optimizer_state(optimizer.state_dict(), r, opts[name].param_groups)
+            )
 
 
 # what may differ between runs trained side by side (and ``out``, each run's folder)
@@ -313,14 +376,19 @@ def check_runs(configs: list) -> None:
         other = asdict(config)
         differ = sorted(k for k in first if k not in PER_RUN and first[k] != other[k])
         if differ:
-            raise ConfigurationError(f"runs trained in one process share everything but {', '.join(PER_RUN)}; "
-                                     f"{config.out} differs from {configs[0].out} in {', '.join(differ)}")
-    specs = [multisample.get_estimator(c.estimator) if c.objective == "iwae" else get_estimator(c.estimator)
-             for c in configs]
+            raise ConfigurationError(
+                f"runs trained in one process share everything but {', '.join(PER_RUN)}; "
+                f"{config.out} differs from {configs[0].out} in {', '.join(differ)}"
+            )
+    specs = [
+        multisample.get_estimator(c.estimator) if c.objective == "iwae" else get_estimator(c.estimator) for c in configs
+    ]
     for config, spec in zip(configs, specs):
         if spec.learned:
-            raise ConfigurationError(f"{config.estimator} learns control parameters: train it one run per process "
-                                     f"(armgrad vae), not in a batch of runs")
+            raise ConfigurationError(
+                f"{config.estimator} learns control parameters: train it one run per process "
+                f"(armgrad vae), not in a batch of runs"
+            )
         if config.shards != 1:
             raise ConfigurationError("runs trained in one process use one shard each (torchrun is for one large run)")
     if len({spec.name for spec in specs}) > 1:
@@ -330,10 +398,20 @@ def check_runs(configs: list) -> None:
 def finish_vae(run, results: dict, config: VAEConfig) -> dict:
     """Add the VAE's numbers to the loop's results; write results.json and the curves (:func:`finish`)."""
     last = run.rows[-1]
-    results.update(test_elbo=last["test_elbo"], test_bound=last["test_bound"], test_samples=config.test_samples,
-                   grad_var=last["grad_var"], objective=config.objective, protocol=config.protocol)
+    results.update(
+        test_elbo=last["test_elbo"],
+        test_bound=last["test_bound"],
+        test_samples=config.test_samples,
+        grad_var=last["grad_var"],
+        objective=config.objective,
+        protocol=config.protocol,
+    )
     if config.objective == "iwae":
         results["test_bound_k"] = last["test_bound_k"]
-    curves = (("train_elbo", "train ELBO (1 sample)") if config.objective == "elbo" else
-              ("train_bound", f"train bound (K={config.num_samples})"), ("test_elbo", "test ELBO (1 sample)"))
+    curves = (
+        ("train_elbo", "train ELBO (1 sample)")
+        if config.objective == "elbo"
+        else ("train_bound", f"train bound (K={config.num_samples})"),
+        ("test_elbo", "test ELBO (1 sample)"),
+    )
     return finish(run, results, curves, f"{config.dataset} {config.model} {config.estimator}")

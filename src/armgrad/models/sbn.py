@@ -24,8 +24,15 @@ SBN_MODELS = ("linear", "nonlinear")
 class StochasticBinaryNetwork(nn.Module):
     """``x_upper -> b_1 -> b_2 -> x_lower`` with Bernoulli units; shapes ``(S, *batch, D)``."""
 
-    def __init__(self, model: str = "linear", units: int = 200, hidden: int = 300, slope: float = 0.2,
-                 pixels_in: int = 392, pixels_out: int = 392):
+    def __init__(
+        self,
+        model: str = "linear",
+        units: int = 200,
+        hidden: int = 300,
+        slope: float = 0.2,
+        pixels_in: int = 392,
+        pixels_out: int = 392,
+    ):
         super().__init__()
         if model not in SBN_MODELS:
             raise ValueError(f"unknown model {model!r}; known: {', '.join(SBN_MODELS)}")

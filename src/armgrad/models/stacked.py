@@ -102,9 +102,14 @@ def stack_optimizer_states(states: list, optimizer) -> dict:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     per_param = {}
     for index, values in states[0]["state"].items():
-        per_param[index] = {key: (torch.stack([s["state"][index][key] for s in states]).reshape(params[index].shape)
-                                  if key in _PER_ELEMENT else value)
-                            for key, value in values.items()}
+        per_param[index] = {
+            key: (
+                torch.stack([s["state"][index][key] for s in states]).reshape(params[index].shape)
+                if key in _PER_ELEMENT
+                else value
+            )
+            for key, value in values.items()
+        }
     return {"state": per_param, "param_groups": states[0]["param_groups"]}
 
 

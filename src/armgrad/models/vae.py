@@ -48,8 +48,15 @@ def _mlp(sizes: list[int], slope: float) -> nn.Sequential:
 class BinaryVAE(nn.Module):
     """``q(b_1 | x) q(b_2 | b_1) ... q(b_T | b_{T-1})`` and ``p(b_T) p(b_{T-1} | b_T) ... p(x | b_1)``."""
 
-    def __init__(self, model: str, train_mean: torch.Tensor, units: int = 200, hidden: int = 200,
-                 slope: float = 0.3, pixels: int = 784):
+    def __init__(
+        self,
+        model: str,
+        train_mean: torch.Tensor,
+        units: int = 200,
+        hidden: int = 200,
+        slope: float = 0.3,
+        pixels: int = 784,
+    ):
         super().__init__()
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
@@ -58,9 +65,13 @@ class BinaryVAE(nn.Module):
         deep = model == "nonlinear"
         self.register_buffer("train_mean", train_mean.detach().clone().float())
         first = [pixels, hidden, hidden, units] if deep else [pixels, units]
-        self.encoder = nn.ModuleList([_mlp(first, slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)])
+        self.encoder = nn.ModuleList(
+            [_mlp(first, slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)]
+        )
         # decoder[0] is p(x | b_1); decoder[t] is p(b_t | b_{t+1})
-        self.decoder = nn.ModuleList([_mlp(first[::-1], slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)])
+        self.decoder = nn.ModuleList(
+            [_mlp(first[::-1], slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)]
+        )
         with torch.no_grad():
             self.decoder[0][-1].bias.copy_(torch.logit(self.train_mean.clamp(0.001, 0.999)))
         self.prior_logits = nn.Parameter(torch.zeros(units))
