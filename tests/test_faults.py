@@ -102,27 +102,14 @@ def test_a_lock_held_on_another_host_or_by_a_live_process_is_refused(tmp_path):
     assert (folder / locks.LOCK).exists()  # not ours: left alone
 
 
+def study_args(mnist_dir, out, *extra) -> list:
+    """`armgrad study` of DisARM and ARM for 2 steps on the small MNIST files, into ``out``."""
+    flags = "--dataset mnist --steps 2 --batch-size 8 --test-samples 3 --grad-var-draws 2 --estimator disarm arm"
+    return ["study", "--data-dir", mnist_dir, *flags.split(), *extra, "--out", str(out)]
+
+
 def test_a_study_holds_every_run_folder(mnist_dir, tmp_path, capsys):
-    study = [
-        "study",
-        "--dataset",
-        "mnist",
-        "--data-dir",
-        mnist_dir,
-        "--steps",
-        "2",
-        "--batch-size",
-        "8",
-        "--test-samples",
-        "3",
-        "--grad-var-draws",
-        "2",
-        "--estimator",
-        "disarm",
-        "arm",
-        "--out",
-        str(tmp_path / "s"),
-    ]
+    study = study_args(mnist_dir, tmp_path / "s")
     held = tmp_path / "s" / "linear-arm-seed0"
     held.mkdir(parents=True)
     (held / locks.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
@@ -266,36 +253,7 @@ def test_arms_in_float32_at_ten_million_draws_is_float64s_estimate():
 def study(mnist_dir, tmp_path):
     """Two estimators x two seeds of 2 steps, as `armgrad study` writes them."""
     out = tmp_path / "s"
-    assert (
-        cli.main(
-            [
-                "study",
-                "--dataset",
-                "mnist",
-                "--data-dir",
-                mnist_dir,
-                "--steps",
-                "2",
-                "--batch-size",
-                "8",
-                "--eval-every",
-                "1",
-                "--test-samples",
-                "3",
-                "--grad-var-draws",
-                "2",
-                "--estimator",
-                "disarm",
-                "arm",
-                "--seed",
-                "0",
-                "1",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert cli.main(study_args(mnist_dir, out, "--eval-every", "1", "--seed", "0", "1")) == 0
     return out
 
 
