@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "lint: ruff check and ruff format --check (configuration in pyproject.toml)"
+echo "lint: ruff check, ruff format --check and mypy (configuration in pyproject.toml)"
 .venv/bin/ruff check src tests benchmarks examples
 .venv/bin/ruff format --check src tests benchmarks examples
+.venv/bin/mypy
 .venv/bin/python -m pytest tests "$@"

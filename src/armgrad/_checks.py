@@ -59,7 +59,7 @@ def check_logits(logits) -> None:
     check_finite(logits.detach(), "logits contains non-finite values (nan or inf)")
 
 
-def check_noise(noise, expected_shape: tuple, logits: torch.Tensor, name: str) -> None:
+def check_noise(noise, expected_shape: tuple | None, logits: torch.Tensor, name: str) -> None:
     """Uniform noise passed in for common random numbers: right shape, float, inside (0, 1)."""
     if expected_shape is None:
         raise ValueError(f"estimator {name!r} draws no noise; do not pass noise=")

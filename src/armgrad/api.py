@@ -46,7 +46,9 @@ def grad_in(family: Family, f, logits, estimator, num_samples, generator, noise,
     family.check_logits(logits)
     if not est.needs_df_db:
         with torch.no_grad():
-            return _run(f, logits.detach(), est, num_samples, generator, noise, options).grad
+            g = _run(f, logits.detach(), est, num_samples, generator, noise, options).grad
+            assert g is not None  # an estimator that does not differentiate f returns its gradient
+            return g
     with torch.enable_grad():
         leaf = logits.detach().requires_grad_(True)
         value, g = _run(f, leaf, est, num_samples, generator, noise, options)
@@ -61,6 +63,7 @@ def exact_in(family: Family, f, logits, max_units: int) -> tuple[torch.Tensor, t
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     value, grad_ = Exact(family).estimate(f, logits, None, 0, max_units=max_units)
+    assert grad_ is not None
     return value, grad_
 
 

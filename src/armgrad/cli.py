@@ -442,6 +442,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every flag's help ends with its default."""
 
 
+COMMAND_PARSERS: dict[str, argparse.ArgumentParser] = {}  # the subcommands' parsers, by name (build_parser fills it)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -577,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--markdown", action="store_true", help="print the whole Markdown report instead of the short summary"
     )
-    parser.commands = {"vae": vae, "sbn": sbn, "study": study}  # for errors found after parsing, in the command's name
+    COMMAND_PARSERS.update(vae=vae, sbn=sbn, study=study)  # for errors found after parsing, in the command's name
     return parser
 
 
@@ -617,11 +620,11 @@ def main(argv=None) -> int:
         print(estimators_table())
         return 0
     if args.command in ("vae", "sbn"):
-        check_before_data(parser.commands[args.command], args)
+        check_before_data(COMMAND_PARSERS[args.command], args)
     if args.command == "study":
         for model, estimator in itertools.product(args.model, args.estimator):
             check_before_data(
-                parser.commands["study"], argparse.Namespace(**{**vars(args), "model": model, "estimator": estimator})
+                COMMAND_PARSERS["study"], argparse.Namespace(**{**vars(args), "model": model, "estimator": estimator})
             )
     debug = args.debug or os.environ.get("ARMGRAD_DEBUG", "") not in ("", "0")
     prog = f"armgrad {args.command}"

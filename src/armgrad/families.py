@@ -42,7 +42,22 @@ class Family:
     def event_shape(self, logits_shape) -> tuple:
         return tuple(logits_shape[len(logits_shape) - self.event_dims :])
 
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def num_states(self, event_shape) -> int:
+        raise NotImplementedError
+
+    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor:
         raise NotImplementedError
 
     def check_logits(self, logits) -> None:

@@ -98,6 +98,12 @@ class MultiSampleEstimator(Estimator):
     """An estimator of the gradient of ``L_K``: ``sample(logits, noise)`` and ``combine(log_w, b, logits,
     noise) -> Estimate(value, grad)``, where ``value`` keeps ``log_w``'s graph (the pathwise part)."""
 
+    def sample(self, logits: torch.Tensor, noise) -> torch.Tensor:
+        raise NotImplementedError
+
+    def combine(self, log_w: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Estimate:
+        raise NotImplementedError
+
     def estimate(self, log_weight, logits, noise, num_samples) -> Estimate:
         phi = logits.detach()
         b = self.sample(phi, noise)
@@ -178,7 +184,7 @@ class Reinforce(MultiSampleEstimator):
         return Estimate(value, (value.detach().unsqueeze(-1) * self.family.score(b, logits)).sum(0))
 
 
-ESTIMATORS: dict[str, MultiSampleEstimator] = registry(VIMCO(), LocalDisARM(), Reinforce())
+ESTIMATORS: dict[str, MultiSampleEstimator] = registry(VIMCO(), LocalDisARM(), Reinforce())  # type: ignore[assignment]
 
 
 def get_estimator(estimator) -> MultiSampleEstimator:
@@ -230,6 +236,7 @@ def estimate(
 
     check_logits(logits)
     value, grad = _run(log_weight, logits, get_estimator(estimator), num_samples, generator, noise, {}, "log_weight")
+    assert grad is not None  # every multi-sample estimator returns the term for the sampling distribution
     return with_gradient(value, logits, grad)
 
 

@@ -42,6 +42,7 @@ with every evaluation the estimator paid for, rather than with one extra plain s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 
@@ -216,7 +217,7 @@ def chain_estimate(
     if fused:
         configs, pieces = [], []
         for t in fused:
-            spec, phi = specs[t], base_logits[t].detach()
+            spec, phi = cast(BinaryPointEstimator, specs[t]), base_logits[t].detach()
             noise = spec.draw_noise(num_samples, phi, generator, **options)
             branch = spec.sample(phi, noise, **options)
             configs.append(_configurations(base_samples, base_logits, layers, t, branch, phi, generator, families))
@@ -230,7 +231,9 @@ def chain_estimate(
         fd, start, uniform = fb.detach(), 0, True
         for t, branch, noise in pieces:
             k = branch.shape[0]
-            grad, weights = specs[t].combine(fd[start : start + k], branch, base_logits[t].detach(), noise, **options)
+            grad, weights = cast(BinaryPointEstimator, specs[t]).combine(
+                fd[start : start + k], branch, base_logits[t].detach(), noise, **options
+            )
             gradients.append((base_logits[t], grad, specs[t].family))
             values.append((fb[start : start + k], weights))
             uniform = uniform and weights is None
@@ -255,10 +258,10 @@ def chain_estimate(
 
         # a pathwise estimator differentiates through the attached logits; the others detach them
         noise = spec.draw_noise(num_samples, base_logits[t], generator, **options)
-        value, grad = spec.estimate(layer_objective, base_logits[t], noise, num_samples, **options)
-        values.append((value.unsqueeze(0), None))
-        if grad is not None:
-            gradients.append((base_logits[t], grad, spec.family))
+        layer_value, layer_grad = spec.estimate(layer_objective, base_logits[t], noise, num_samples, **options)
+        values.append((layer_value.unsqueeze(0), None))
+        if layer_grad is not None:
+            gradients.append((base_logits[t], layer_grad, spec.family))
     if len(values) == 1:
         value = value_of(*values[0])
     else:
@@ -317,7 +320,9 @@ def _enumerate_chain(objective, layers, x, families, max_units: int = MAX_UNITS)
     and for whatever ``objective`` closes over (``sum_b q(b) df``). At most ``2^max_units``
     configurations in all.
     """
-    samples, logits, log_q, units, count = [], [], None, 0, 1
+    samples: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+    log_q, units, count = torch.zeros(()), 0, 1
     phi = layers[0](x).unsqueeze(0)  # (N = 1, *batch, D_1)
     for t, (layer, family) in enumerate(zip(layers, families)):
         if t:
@@ -340,6 +345,6 @@ def _enumerate_chain(objective, layers, x, families, max_units: int = MAX_UNITS)
         phi = grow(phi)
         samples, logits = [grow(s) for s in samples] + [b], [grow(p) for p in logits] + [phi]
         step = family.log_prob(b, phi)
-        log_q = step if log_q is None else grow(log_q) + step
+        log_q = step if t == 0 else grow(log_q) + step
     fb = evaluate(lambda _: objective(samples, [p.detach() for p in logits]), samples[0], families[0].event_dims)
     return value_of(fb, log_q.exp())

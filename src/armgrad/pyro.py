@@ -277,7 +277,7 @@ class ELBO(_PyroELBO):
                 elbo += (
                     torch_item(model_trace.log_prob_sum()) - torch_item(guide_trace.log_prob_sum())
                 ) / self.num_particles
-        warn_if_nan(-elbo, "loss")
+        warn_if_nan(-elbo, "loss")  # type: ignore[call-overload]  # a float: pyro checks it as it does tensors
         return -elbo
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
@@ -287,7 +287,7 @@ class ELBO(_PyroELBO):
             loss_p, surrogate_p = self._particle(model_trace, guide_parts, args, kwargs)
             loss = loss + loss_p / self.num_particles
             surrogate = surrogate + surrogate_p / self.num_particles
-        warn_if_nan(surrogate, "loss")
+        warn_if_nan(surrogate, "loss")  # type: ignore[call-overload]
         return loss + (surrogate - torch_item(surrogate))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
@@ -301,7 +301,7 @@ class ELBO(_PyroELBO):
             )
             if trainable and getattr(surrogate_p, "requires_grad", False):
                 (surrogate_p / self.num_particles).backward(retain_graph=self.retain_graph)
-        warn_if_nan(loss, "loss")
+        warn_if_nan(loss, "loss")  # type: ignore[call-overload]
         return loss
 
 

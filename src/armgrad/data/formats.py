@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype | type] = {
     0x08: np.uint8,
     0x09: np.int8,
     0x0B: np.dtype(">i2"),

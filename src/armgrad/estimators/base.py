@@ -157,6 +157,11 @@ class Estimator(ABC):
     def __repr__(self) -> str:
         return f"<estimator {self.name!r}>"
 
+    @classmethod
+    def create(cls, num_units: int | None = None, **controls) -> LearnedControlEstimator:
+        """A fresh object with its own trainable controls; only estimators with ``learned`` have any."""
+        raise TypeError(f"estimator {cls.__name__} has no trainable controls to create: pass it by name")
+
     # ---- the budget and the noise -----------------------------------------------------------
 
     def evaluations(self, num_samples: int, event_shape=None) -> int:
@@ -261,7 +266,7 @@ class LearnedControlEstimator(Estimator, nn.Module):
     @classmethod
     def create(cls, num_units: int | None = None, **controls) -> LearnedControlEstimator:
         """A fresh estimator with its own controls, for logits with ``num_units`` units."""
-        return cls(num_units=num_units, **controls)
+        return cls(num_units=num_units, **controls)  # type: ignore[call-arg]  # every subclass takes num_units
 
     def __repr__(self) -> str:
         return nn.Module.__repr__(self)

@@ -72,7 +72,7 @@ class StickBreakingPairs(BinaryPointEstimator):
 
     family = CATEGORICAL
     budget = Budget(group=2, unit="antithetic pairs", minimum=2)
-    options = ("order",)
+    options: tuple[str, ...] = ("order",)
 
     def noise_shape(self, num_samples, logits_shape, **options):
         return (num_samples // 2, *logits_shape[:-1], logits_shape[-1] - 1)
@@ -107,6 +107,11 @@ class StickBreakingPairs(BinaryPointEstimator):
                 else torch.gather(_positions(perm).expand(*b.shape[:-1], -1), -1, category.unsqueeze(-1)).squeeze(-1)
             )
         return self._gradient(fb, position, perm, s, tail, p)
+
+    def signal(self, diff, s, tail, p, z1, z2) -> torch.Tensor:
+        """The gradient for the logits in the chain's order, ``(*batch, D, C)``, from the pairs' half
+        differences ``diff`` and the chains' stopping positions ``z1``, ``z2``."""
+        raise NotImplementedError
 
     def _gradient(self, fb, position, perm, s, tail, p) -> Combined:
         pairs = fb.shape[0] // 2

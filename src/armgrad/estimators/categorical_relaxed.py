@@ -33,7 +33,11 @@ class Pathwise(Estimator):
     unbiased = False
     evaluates_f_at = BINARY
     needs_df_db = True
-    options = ("temperature",)
+    options: tuple[str, ...] = ("temperature",)
+
+    def relax(self, logits: torch.Tensor, noise: torch.Tensor, tau: float, **options) -> torch.Tensor:
+        """The points ``f`` is evaluated at, attached to ``logits``: ``(S, *batch, D, C)``."""
+        raise NotImplementedError
 
     def estimate(self, f, logits, noise, num_samples, temperature: float = 1.0, **options) -> Estimate:
         y = self.relax(logits, noise, _temperature(temperature, self.name), **options)

@@ -39,6 +39,8 @@ be differentiable in them.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,8 +150,9 @@ class Relax(ControlVariateEstimator):
             self.network = nn.Sequential(
                 nn.Linear(num_units, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)
             )
-            nn.init.zeros_(self.network[-1].weight)
-            nn.init.zeros_(self.network[-1].bias)
+            last = cast(nn.Linear, self.network[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def estimate(self, f, logits, noise, num_samples) -> Estimate:
         if self.network is None:
@@ -160,14 +163,15 @@ class Relax(ControlVariateEstimator):
         return super().estimate(f, logits, noise, num_samples)
 
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:
-        if relaxed.shape[-1] != self.network[0].in_features:
+        assert self.network is not None  # estimate() refused the estimator without one
+        first = cast(nn.Linear, self.network[0])
+        if relaxed.shape[-1] != first.in_features:
             raise ValueError(
-                f"this Relax estimator was built for {self.network[0].in_features} units, got logits "
-                f"with D = {relaxed.shape[-1]}"
+                f"this Relax estimator was built for {first.in_features} units, got logits with D = {relaxed.shape[-1]}"
             )
-        if relaxed.dtype != self.network[0].weight.dtype:
+        if relaxed.dtype != first.weight.dtype:
             raise TypeError(
-                f"this Relax estimator's network is {self.network[0].weight.dtype} but the logits are "
+                f"this Relax estimator's network is {first.weight.dtype} but the logits are "
                 f"{relaxed.dtype}: move it with .to({relaxed.dtype})"
             )
         return super().control(relaxed, f_relaxed) + self.network(relaxed).squeeze(-1)

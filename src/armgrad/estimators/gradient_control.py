@@ -33,6 +33,7 @@ Cost: K evaluations of ``f`` in one call, one backward pass to ``b``; RODEO adds
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import cast
 
 import torch
 from torch import nn
@@ -123,7 +124,7 @@ class RODEO(GradientControlEstimator):
 
     def _h(self, lin: torch.Tensor, fbar: torch.Tensor) -> torch.Tensor:
         """``(h0, h1)`` at points with Taylor increment ``lin`` and leave-one-out mean ``fbar``: ``(..., 2)``."""
-        weight = self.network[0].weight
+        weight = cast(nn.Linear, self.network[0]).weight
         features = torch.stack([lin, fbar.expand_as(lin)], -1).to(weight.dtype)
         return self.network(features).to(lin.dtype)
 

@@ -28,7 +28,7 @@ class RunMixture(BinaryPointEstimator):
             (est, [r for r, n in enumerate(names) if n == est.name])
             for est in {e.name: e for e in self.estimators}.values()
         ]
-        self._on_device = {}  # the groups' run indices on each device, copied there once (no copy per step)
+        self._on_device: dict = {}  # the groups' run indices on each device, copied there once (no copy per step)
 
     def _indices(self, device) -> list:
         if device not in self._on_device:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -117,7 +118,8 @@ def wrap(model: torch.nn.Module, loss):
     constant = (
         "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
     )
-    return ddp(Objective(model, loss), device_ids=device_ids, gradient_as_bucket_view=True, **{constant: False})
+    flags: dict[str, Any] = {constant: False}
+    return ddp(Objective(model, loss), device_ids=device_ids, gradient_as_bucket_view=True, **flags)
 
 
 def average_grads(params: list) -> None:

@@ -114,7 +114,7 @@ def _read_run(run: Path):
 def load_runs(paths) -> Runs:
     """Every run under ``paths``, read once and validated; a folder reached twice, or a copy of a run,
     counts once; a damaged one is skipped with the reason (the others are still reported)."""
-    loaded, seen, by_identity = Runs([]), set(), {}
+    loaded, seen, by_identity = Runs([]), set(), dict[str, str]()
     for run in find_runs(paths):
         where = run.resolve()
         if where in seen:

@@ -26,7 +26,7 @@ log = logging.getLogger("armgrad")
 def progress(
     iterable: Iterable | None = None,
     total: int | None = None,
-    desc: str = "",
+    desc: str | None = "",
     disable: bool = False,
     unit: str = "step",
     every: float | None = None,

@@ -93,8 +93,8 @@ class BestCheckpoint:
     def __init__(self):
         self.valid_nll_bound, self.state, self.step = math.inf, None, 0
 
-    def offer(self, model, valid_nll_bound: float, step: int) -> None:
-        if valid_nll_bound < self.valid_nll_bound:
+    def offer(self, model, valid_nll_bound: float | None, step: int) -> None:
+        if valid_nll_bound is not None and valid_nll_bound < self.valid_nll_bound:
             self.valid_nll_bound, self.step = valid_nll_bound, step
             self.state = {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -107,8 +107,9 @@ def run_one(
     enumerates = spec.evaluates_f_at == ENUMERATION
     with torch.random.fork_rng(devices=[]):  # learned controls start from the run's seed, whatever ran before
         torch.manual_seed(seed)
-        estimator = spec.create(num_units=units).double().to(config.device) if spec.learned else name
-    control_optimizer = torch.optim.Adam(estimator.parameters(), lr=config.control_lr) if spec.learned else None
+        learned = spec.create(num_units=units).double().to(config.device) if spec.learned else None
+    estimator = name if learned is None else learned
+    control_optimizer = None if learned is None else torch.optim.Adam(learned.parameters(), lr=config.control_lr)
     budget = budget_for(name, config)
     sign = 1.0 if config.minimize else -1.0  # Adam minimises sign * E[f]
     rows, variances = [], []
@@ -116,9 +117,9 @@ def run_one(
         logits = phi.detach()
         true_g = true_gradient(logits, targets)
         g = true_g if enumerates else grad(f, logits, estimator, budget, generator=gen)
-        if control_optimizer is not None:
+        if learned is not None and control_optimizer is not None:
             control_optimizer.zero_grad()
-            estimator.backward_variance()
+            learned.backward_variance()
             control_optimizer.step()
         measured = exact = math.nan
         if step % var_every == 0 and not enumerates:
@@ -277,7 +278,7 @@ def write_report(config: ToyConfig, runs: list[dict], curves: dict, out: Path) -
             ],
         ),
     ]
-    failures = {}
+    failures: dict = {}
     for r in table:
         if r["seeds_at_optimum"] < r["seeds"]:
             failures.setdefault(r["estimator"], []).append(

@@ -135,7 +135,7 @@ class RunLog:
 
                 self._writer = SummaryWriter(str(self.out / "tensorboard"))
             except ImportError:
-                self._writer = None
+                self._writer = None  # type: ignore[assignment]  # no tensorboard: no writer
         return self._writer
 
     @property
@@ -240,7 +240,8 @@ def backward_step(loss_fn, x: torch.Tensor, noise: list, mine, estimators=()) ->
     if len(noise) == 1:  # one shard: the whole batch (no slicing, no scaling)
         return _backward(loss_fn(x, noise[0]), estimators, 1)
     rows = x.shape[-2] // len(noise)
-    return sum(_backward(loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]), estimators, len(mine)) for s in mine)
+    losses = [_backward(loss_fn(x[..., s * rows : (s + 1) * rows, :], noise[s]), estimators, len(mine)) for s in mine]
+    return torch.stack(losses).sum(0)
 
 
 def _backward(loss: torch.Tensor, estimators, shards: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -224,7 +225,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     estimators = (
         alone_estimators[0]
         if num_runs == 1
-        else RunMixture.for_runs([e[0] for e in alone_estimators], model.num_layers)
+        else RunMixture.for_runs([e[0] for e in alone_estimators], cast(int, model.num_layers))
     )
     optimizers = vae_optimizers(model, estimators, first)
     alone_optimizers = (
@@ -235,16 +236,19 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     )
     data_gens = [torch.Generator().manual_seed(c.seed) for c in configs]  # batches and dynamic binarisation
     noise_gens = [noise_generators(c, shards) for c in configs]  # each run's, one stream per shard
-    start, running = 0, [[] for _ in configs]  # the training metric since the last evaluation
+    start, running = 0, [list[float]() for _ in configs]  # the training metric since the last evaluation
     if saved[0] is not None:
-        for config, state, data_gen, gens in zip(configs, saved, data_gens, noise_gens):
+        states = [cast(dict, s) for s in saved]  # every run has a checkpoint (lagging ones caught up above)
+        for config, state, data_gen, gens in zip(configs, states, data_gens, noise_gens):
             check_same_configuration(config, state["config"])
             restore_generators(state, data_gen, gens)
-        model.load_state_dict(stacked.stack_states([s["model"] for s in saved], model.state_dict()))
+        model.load_state_dict(stacked.stack_states([s["model"] for s in states], model.state_dict()))
         for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(stacked.stack_optimizer_states([s["optimizers"][name] for s in saved], optimizer))
-        load_estimator_state(estimators, saved[0]["estimators"])  # learned controls: one run alone
-        start, running = saved[0]["step"], [s["running"] for s in saved]
+            optimizer.load_state_dict(
+                stacked.stack_optimizer_states([s["optimizers"][name] for s in states], optimizer)
+            )
+        load_estimator_state(estimators, states[0]["estimators"])  # learned controls: one run alone
+        start, running = states[0]["step"], [s["running"] for s in states]
 
     # ---- the loop: batch, loss and gradient, step, log, evaluate, checkpoint ----
     loss_fn = parallel.wrap(model, partial(run_losses, model, estimators=estimators, num_samples=first.num_samples))

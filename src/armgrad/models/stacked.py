@@ -61,7 +61,7 @@ def _stack_into(target: nn.Module, sources: list) -> None:
         values = torch.stack([getattr(source, name).detach() for source in sources]).unsqueeze(1)
         target._parameters[name] = nn.Parameter(values)
     for name, buffer in target._buffers.items():
-        if any(not torch.equal(getattr(source, name), buffer) for source in sources):
+        if buffer is not None and any(not torch.equal(getattr(source, name), buffer) for source in sources):
             raise ValueError(f"buffer {name!r} differs between the runs: it cannot be shared")
 
 

@@ -18,6 +18,8 @@ Shapes: ``x`` is ``(*batch, 784)``; configurations of the binary layers are list
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +39,7 @@ def _glorot(layer: nn.Linear) -> nn.Linear:
 
 
 def _mlp(sizes: list[int], slope: float) -> nn.Sequential:
-    modules = []
+    modules: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         modules.append(_glorot(nn.Linear(n_in, n_out)))
         if i < len(sizes) - 2:
@@ -73,7 +75,8 @@ class BinaryVAE(nn.Module):
             [_mlp(first[::-1], slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)]
         )
         with torch.no_grad():
-            self.decoder[0][-1].bias.copy_(torch.logit(self.train_mean.clamp(0.001, 0.999)))
+            output = cast(nn.Linear, cast(nn.Sequential, self.decoder[0])[-1])
+            output.bias.copy_(torch.logit(cast(torch.Tensor, self.train_mean).clamp(0.001, 0.999)))
         self.prior_logits = nn.Parameter(torch.zeros(units))
 
     def encoder_layers(self) -> list:
