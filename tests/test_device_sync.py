@@ -108,7 +108,7 @@ def batched_step(device="cpu", watch=None):
             negative_bound(model, x, estimators, 2, noise).mean(-1).sum().backward()
 
 
-def test_batched_training_step_reads_nothing_back(monkeypatch):
+def test_study_training_step_reads_nothing_back(monkeypatch):
     batched_step()
     monkeypatch.setattr(_checks, "asynchronous", lambda device: True)
     mode = HostReads()

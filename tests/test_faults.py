@@ -302,7 +302,7 @@ def test_a_requeued_submitit_job_resumes_its_batch(mnist_dir, tmp_path):
     continues the same runs from their checkpoints."""
     from armgrad.experiments.study import BatchJob, study_configs
 
-    from test_batched import config
+    from test_study import config
 
     configs = study_configs(config(mnist_dir, tmp_path), ["linear"], ["disarm"], [0], tmp_path / "s")
     job = BatchJob()

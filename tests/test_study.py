@@ -1,5 +1,9 @@
 """Many runs in one process (armgrad study): each run trains what it trains alone, resumes exactly,
-and writes the folder an alone run writes."""
+and writes the folder an alone run writes.
+
+The tests of ``experiments/study.py`` and of what runs side by side need: ``models/stacked.py`` (the
+stacked parameters), ``experiments/mixture.py`` (each run's estimator) and ``_random.RunGenerators``.
+"""
 
 from __future__ import annotations
 
