@@ -175,20 +175,12 @@ def test_a_damaged_checkpoint_is_named_with_what_to_do(mnist_dir, tmp_path, caps
 
 def test_another_commands_checkpoint_is_refused(mnist_dir, tmp_path, capsys):
     out = tmp_path / "r"
+    flags = "--dataset mnist-threshold --steps 2 --batch-size 8 --eval-every 2 --checkpoint-every 2"
     sbn = [
         "sbn",
-        "--dataset",
-        "mnist-threshold",
         "--data-dir",
         mnist_dir,
-        "--steps",
-        "2",
-        "--batch-size",
-        "8",
-        "--eval-every",
-        "2",
-        "--checkpoint-every",
-        "2",
+        *flags.split(),
         "--test-samples",
         "2",
         "--eval-samples",
