@@ -19,6 +19,8 @@ both families.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,7 @@ from ._checks import check_finite
 from ._checks import check_logits as check_bernoulli_logits
 
 
-class Family:
+class Family(ABC):
     """The interface; see the module docstring. Instances are singletons (:data:`BERNOULLI`, :data:`CATEGORICAL`)."""
 
     name: str
@@ -42,26 +44,26 @@ class Family:
     def event_shape(self, logits_shape) -> tuple:
         return tuple(logits_shape[len(logits_shape) - self.event_dims :])
 
-    def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def probs(self, logits: torch.Tensor) -> torch.Tensor: ...
 
-    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor: ...
 
-    def score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
 
-    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
 
-    def num_states(self, event_shape) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def num_states(self, event_shape) -> int: ...
 
-    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor: ...
 
-    def check_logits(self, logits) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def check_logits(self, logits) -> None: ...
 
 
 class Bernoulli(Family):

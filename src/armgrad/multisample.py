@@ -43,6 +43,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -98,11 +99,11 @@ class MultiSampleEstimator(Estimator):
     """An estimator of the gradient of ``L_K``: ``sample(logits, noise)`` and ``combine(log_w, b, logits,
     noise) -> Estimate(value, grad)``, where ``value`` keeps ``log_w``'s graph (the pathwise part)."""
 
-    def sample(self, logits: torch.Tensor, noise) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def sample(self, logits: torch.Tensor, noise) -> torch.Tensor: ...
 
-    def combine(self, log_w: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Estimate:
-        raise NotImplementedError
+    @abstractmethod
+    def combine(self, log_w: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Estimate: ...
 
     def estimate(self, log_weight, logits, noise, num_samples) -> Estimate:
         phi = logits.detach()

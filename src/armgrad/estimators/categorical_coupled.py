@@ -11,6 +11,8 @@ partner reads ``1 - u``. Categories may first be put in a fixed order of their l
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 import torch.nn.functional as F
 
@@ -108,10 +110,10 @@ class StickBreakingPairs(BinaryPointEstimator):
             )
         return self._gradient(fb, position, perm, s, tail, p)
 
+    @abstractmethod
     def signal(self, diff, s, tail, p, z1, z2) -> torch.Tensor:
         """The gradient for the logits in the chain's order, ``(*batch, D, C)``, from the pairs' half
         differences ``diff`` and the chains' stopping positions ``z1``, ``z2``."""
-        raise NotImplementedError
 
     def _gradient(self, fb, position, perm, s, tail, p) -> Combined:
         pairs = fb.shape[0] // 2

@@ -9,6 +9,8 @@ noise, ``z`` the one-hot draw ``argmax(phi + G)`` (:meth:`armgrad.families.Categ
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 
 from ..families import CATEGORICAL, softmax
@@ -35,9 +37,9 @@ class Pathwise(Estimator):
     needs_df_db = True
     options: tuple[str, ...] = ("temperature",)
 
+    @abstractmethod
     def relax(self, logits: torch.Tensor, noise: torch.Tensor, tau: float, **options) -> torch.Tensor:
         """The points ``f`` is evaluated at, attached to ``logits``: ``(S, *batch, D, C)``."""
-        raise NotImplementedError
 
     def estimate(self, f, logits, noise, num_samples, temperature: float = 1.0, **options) -> Estimate:
         y = self.relax(logits, noise, _temperature(temperature, self.name), **options)
