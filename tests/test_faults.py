@@ -98,7 +98,7 @@ def test_a_lock_held_on_another_host_or_by_a_live_process_is_refused(tmp_path):
     (folder / locks.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     with pytest.raises(ConfigurationError, match=f"in use by process {os.getpid()} on this host"):
         with locks.hold([folder]):
-            pass
+            raise AssertionError("the lock of a live holder was granted")  # not reached: hold() refuses
     assert (folder / locks.LOCK).exists()  # not ours: left alone
 
 
