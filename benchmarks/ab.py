@@ -74,10 +74,10 @@ def grad_cases(mods: dict, args) -> tuple[dict, dict]:
 
 
 def step_cases(mods: dict, args):
-    from armgrad.models.vae import BinaryVAE
+    from armgrad.models.vae import DiscreteVAE
 
     x, gen = suite._batch(args), torch.Generator(args.device).manual_seed(0)
-    model = BinaryVAE("linear", x.mean(0).cpu()).to(args.device)
+    model = DiscreteVAE("linear", x.mean(0).cpu()).to(args.device)
     cases, keys = {"floor": lambda: suite.floor_step(model, x, model.num_layers * args.budget, gen)}, {}
     for version, mod in mods.items():
         loss = importlib.import_module(f"{mod.__name__}.experiments.vae").training_loss

@@ -33,12 +33,12 @@ def one(mode: str, device: str, steps: int, dataset: str, data_dir: str | None) 
     from armgrad.data import load_dataset
     from armgrad.experiments.training import adam
     from armgrad.experiments.vae import run_losses
-    from armgrad.models.vae import BinaryVAE
+    from armgrad.models.vae import DiscreteVAE
 
     torch.set_num_threads(1)
     data = load_dataset(dataset, data_dir)
     torch.manual_seed(0)
-    model = BinaryVAE("linear", data.train_mean).to(device)
+    model = DiscreteVAE("linear", data.train_mean).to(device)
     if mode == "elbo":
         model.negative_elbo = torch.compile(model.negative_elbo, dynamic=False)
     optimizers = [

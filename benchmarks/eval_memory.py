@@ -27,10 +27,10 @@ def measure(kind: str, k: int, checkpoint: str | None) -> dict:
     gen = torch.Generator().manual_seed(0)
     if kind == "vae":
         from armgrad.experiments.vae import importance_weighted_bound
-        from armgrad.models.vae import BinaryVAE
+        from armgrad.models.vae import DiscreteVAE
 
         data = load_dataset("fashion-mnist")
-        model = BinaryVAE("linear", data.train_mean)
+        model = DiscreteVAE("linear", data.train_mean)
         if checkpoint:
             model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -56,7 +56,7 @@ from armgrad import ESTIMATORS
 from armgrad.estimators import BINARY, ENUMERATION, LearnedControlEstimator, select
 from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
-from armgrad.models.vae import BinaryVAE
+from armgrad.models.vae import DiscreteVAE
 
 SECTIONS = ("grad", "multisample", "categorical", "step", "layers", "variance", "throughput", "profile")
 # the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
@@ -302,7 +302,7 @@ def bench_step(args) -> dict:
     x, gen = _batch(args), torch.Generator(args.device).manual_seed(0)
     rows = []
     for name in args.models:
-        model = BinaryVAE(name, x.mean(0).cpu()).to(args.device)
+        model = DiscreteVAE(name, x.mean(0).cpu()).to(args.device)
         cases = {"floor": lambda model=model: floor_step(model, x, model.num_layers * args.budget, gen)}
         for est in STEP_ESTIMATORS:
             budget = ESTIMATORS[est].valid_budget(args.budget)
@@ -329,7 +329,7 @@ def bench_layers(args) -> dict:
     x, gen = _batch(args), torch.Generator(args.device).manual_seed(0)
     rows = []
     for layers in (1, 2, 3, 4):
-        model = BinaryVAE("linear" if layers == 1 else f"linear{layers}", x.mean(0).cpu()).to(args.device)
+        model = DiscreteVAE("linear" if layers == 1 else f"linear{layers}", x.mean(0).cpu()).to(args.device)
         cases = {
             "unit": lambda model=model: floor_step(model, x, 1, gen),
             "arm": lambda model=model, layers=layers: training_loss(model, x, ["arm"] * layers, 2, gen).backward(),
@@ -526,7 +526,7 @@ def bench_profile(args) -> dict:
 
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(0)
-    model = BinaryVAE("linear", data.train_mean).to(args.device)
+    model = DiscreteVAE("linear", data.train_mean).to(args.device)
     optimizers = [
         adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
         torch.optim.SGD([model.prior_logits], lr=1e-2),
@@ -594,7 +594,7 @@ def bench_variance(args) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = state["config"]
     data = load_dataset(config["dataset"], config.get("data_dir"))
-    model = BinaryVAE(config["model"], data.train_mean, slope=config["slope"])
+    model = DiscreteVAE(config["model"], data.train_mean, slope=config["slope"])
     model.load_state_dict(state["model"])
     model.to(args.device)
     x = data.split("test")[: args.batch].to(args.device)

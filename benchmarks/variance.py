@@ -29,7 +29,7 @@ from armgrad import multisample
 from armgrad.data import load_dataset
 from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import training_loss
-from armgrad.models.vae import BinaryVAE
+from armgrad.models.vae import DiscreteVAE
 
 
 def parse_case(text: str) -> tuple[str, str, int]:
@@ -48,7 +48,7 @@ def load(path: str, device: str):
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = state["config"]
     data = load_dataset(config["dataset"], config.get("data_dir"))
-    model = BinaryVAE(config["model"], data.train_mean, slope=config["slope"])
+    model = DiscreteVAE(config["model"], data.train_mean, slope=config["slope"])
     model.load_state_dict(state["model"])
     return model.to(device).requires_grad_(False), data, state
 

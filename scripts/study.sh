@@ -22,6 +22,7 @@ EVAL_EVERY=${EVAL_EVERY:-500}
 JOBS=${JOBS:-1}
 OUT=${OUT:-runs/vae-study}
 EXTRA=${EXTRA:-}
+REFERENCE=${REFERENCE:-}  # the report's paired differences are against it (armgrad report's default: arm)
 LIVE=""; [ "$JOBS" = 1 ] && [ -t 2 ] && LIVE=1  # a progress bar on the terminal, one run at a time
 TOTAL=$(( $(wc -w <<< "$SEEDS") * $(wc -w <<< "$MODELS") * $(wc -w <<< "$ESTIMATORS") ))
 export COMMAND DATASET STEPS EVAL_EVERY OUT EXTRA LIVE TOTAL FORCE="${FORCE:-}"
@@ -52,4 +53,4 @@ for seed in $SEEDS; do for model in $MODELS; do for estimator in $ESTIMATORS; do
   i=$((i + 1)); echo "$i $seed $model $estimator"
 done; done; done | xargs -P "$JOBS" -L 1 bash -c 'one_run $0 $1 $2 $3'
 echo
-.venv/bin/armgrad report "$OUT" --out "$OUT"
+.venv/bin/armgrad report "$OUT" --out "$OUT" ${REFERENCE:+--reference "$REFERENCE"}

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 from armgrad import _checks
 from armgrad.experiments.training import backward_step, make_estimators
 from armgrad.experiments.vae import training_loss
-from armgrad.models.vae import BinaryVAE
+from armgrad.models.vae import DiscreteVAE
 
 HOST_READS = {
     torch.Tensor.item,
@@ -48,7 +48,7 @@ class HostReads(TorchFunctionMode):
 
 def one_step(model_name, estimator, device="cpu", steps=2, watch=None):
     torch.manual_seed(0)
-    vae = BinaryVAE(model_name, torch.rand(784) * 0.8 + 0.1).to(device)
+    vae = DiscreteVAE(model_name, torch.rand(784) * 0.8 + 0.1).to(device)
     estimators = make_estimators(estimator, vae.num_layers, 200, device)
     params = list(vae.parameters()) + [p for e in estimators if isinstance(e, torch.nn.Module) for p in e.parameters()]
     optimizer = torch.optim.Adam(params, lr=1e-4)
@@ -98,7 +98,7 @@ def batched_step(device="cpu", watch=None):
     models, mean = [], torch.rand(784) * 0.8 + 0.1
     for seed in range(3):
         torch.manual_seed(seed)
-        models.append(BinaryVAE("linear2", mean))
+        models.append(DiscreteVAE("linear2", mean))
     model = stack(models).to(device)
     estimators = RunMixture.for_runs([get_estimator(e) for e in ("disarm", "arm", "reinforce_loo")], 2)
     noise = RunGenerators([torch.Generator(device).manual_seed(s) for s in range(3)])

@@ -108,7 +108,7 @@ def test_one_shard_is_the_plain_single_process_step(tmp_path):
     from armgrad.data import load_dataset
     from armgrad.experiments.parallel import noise_seed
     from armgrad.experiments.vae import training_loss
-    from armgrad.models.vae import BinaryVAE
+    from armgrad.models.vae import DiscreteVAE
 
     data = tmp_path / "data"
     write_mnist(data, n_train=120, n_test=30)
@@ -116,7 +116,7 @@ def test_one_shard_is_the_plain_single_process_step(tmp_path):
     assert load(tmp_path / "a")["config"]["shards"] == 1
     images = load_dataset("mnist", str(data))
     torch.manual_seed(3)
-    model = BinaryVAE("linear2", images.train_mean)
+    model = DiscreteVAE("linear2", images.train_mean)
     data_gen = torch.Generator().manual_seed(3)
     x = images.train_batch(torch.randint(images.train.shape[0], (8,), generator=data_gen), data_gen)
     loss = training_loss(model, x, ["disarm", "disarm"], 2, torch.Generator().manual_seed(noise_seed(3, 0)))

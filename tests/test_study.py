@@ -22,7 +22,7 @@ from armgrad.experiments.study import batches, run_study, study_configs
 from armgrad.experiments.training import ConfigurationError
 from armgrad.experiments.vae import VAEConfig, check_runs, train, train_runs
 from armgrad.models.stacked import stack
-from armgrad.models.vae import BinaryVAE
+from armgrad.models.vae import DiscreteVAE
 
 from test_data import write_mnist
 
@@ -280,7 +280,7 @@ def test_stacked_model_computes_each_runs_model():
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
-        models.append(BinaryVAE("nonlinear", mean))
+        models.append(DiscreteVAE("nonlinear", mean))
     model = stack(models)
     x = torch.bernoulli(torch.rand(3, 4, 784))
     b = torch.bernoulli(torch.rand(2, 3, 4, 200))

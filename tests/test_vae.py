@@ -11,7 +11,7 @@ from armgrad import cli
 from armgrad.estimators import get_estimator
 from armgrad.experiments.report import _common_steps, _mean_at, paired_differences
 from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
-from armgrad.models.vae import BinaryVAE
+from armgrad.models.vae import DiscreteVAE
 
 from test_data import write_mnist
 
@@ -40,7 +40,7 @@ def tiny_config(tmp_path, **overrides):
 @pytest.mark.parametrize("model,layers", [("linear", 1), ("nonlinear", 1), ("linear2", 2), ("linear4", 4)])
 def test_model_structure(model, layers):
     mean = torch.rand(784)
-    vae = BinaryVAE(model, mean)
+    vae = DiscreteVAE(model, mean)
     assert vae.num_layers == layers and len(vae.encoder_layers()) == layers
     torch.testing.assert_close(vae.decoder[0][-1].bias, torch.logit(mean.clamp(0.001, 0.999)))
     x = (torch.rand(5, 784) < 0.5).float()
@@ -53,7 +53,7 @@ def test_model_structure(model, layers):
 
 def test_importance_weighted_bound_approaches_the_exact_marginal_likelihood():
     torch.manual_seed(0)
-    vae = BinaryVAE("linear", torch.rand(784), units=4).double()
+    vae = DiscreteVAE("linear", torch.rand(784), units=4).double()
     x = (torch.rand(6, 784, dtype=torch.float64) < 0.3).double()
     states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64)
     log_joint = vae.log_joint(x, [states.unsqueeze(1).expand(16, 6, 4)])
@@ -160,7 +160,7 @@ def test_cli_vae_and_report(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
-    assert "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table and "±" in table
+    assert "| mnist | linear | 200 binary | elbo | arm | 2 | 4 | 2 |" in table and "±" in table
     # a shorter run (a study in progress) is its own row, never averaged with the finished ones
     assert (
         cli.main(
@@ -193,8 +193,8 @@ def test_cli_vae_and_report(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "report.md").read_text()
     assert (
-        "| mnist | linear | elbo | arm | 2 | 4 | 2 |" in table
-        and "| mnist | linear | elbo | arm | 2 | 2 | 1 |" in table
+        "| mnist | linear | 200 binary | elbo | arm | 2 | 4 | 2 |" in table
+        and "| mnist | linear | 200 binary | elbo | arm | 2 | 2 | 1 |" in table
     )
     assert (tmp_path / "report" / "report.png").exists()
     # seed by seed against arm: disarm's two seeds pair with arm's at 4 steps; the 2-step arm run has no partner
@@ -207,7 +207,7 @@ def test_cli_vae_and_report(tmp_path, capsys):
     }
     diffs = [runs["disarm", s]["test_elbo"] - runs["arm", s]["test_elbo"] for s in (0, 1)]
     assert paired[0]["test_elbo"]["mean"] == pytest.approx(sum(diffs) / 2)
-    assert "| mnist | linear | elbo | 2 | 4 | disarm | 2 |" in table
+    assert "| mnist | linear | 200 binary | elbo | 2 | 4 | disarm | 2 |" in table
 
 
 def test_paired_differences_cancel_the_seed_effect():
@@ -258,3 +258,157 @@ def test_trains_and_resumes_on_cuda(tmp_path):
     assert math.isfinite(straight["test_bound"])
     for key in ("train_elbo", "test_elbo", "test_bound"):
         assert resumed[key] == straight[key], key
+
+
+# ---- categorical latents (issue 23): D variables of C categories, one-hot ------------------------------------
+
+
+def test_categorical_model_samples_one_hot_and_scores_them_as_torch_does():
+    torch.manual_seed(0)
+    vae = DiscreteVAE("linear2", torch.rand(784), units=3, categories=4)
+    assert vae.event_shape == (3, 4) and vae.prior_logits.shape == (3, 4)
+    x = (torch.rand(5, 784) < 0.5).float()
+    samples, logits = vae.sample_posterior_with_logits(x, 6)
+    assert [s.shape for s in samples] == [(6, 5, 3, 4)] * 2 and [p.shape for p in logits] == [(6, 5, 3, 4)] * 2
+    assert all(torch.equal(s.sum(-1), torch.ones(6, 5, 3)) for s in samples)  # one category per variable
+    _, log_q = vae.sample_posterior(x, 6, torch.Generator().manual_seed(1))
+    again, _ = vae.sample_posterior_with_logits(x, 6, torch.Generator().manual_seed(1))
+    expected = sum(
+        torch.distributions.OneHotCategorical(logits=phi).log_prob(z).sum(-1)
+        for phi, z in zip(vae.sample_posterior_with_logits(x, 6, torch.Generator().manual_seed(1))[1], again)
+    )
+    torch.testing.assert_close(log_q, expected)
+    prior = torch.distributions.OneHotCategorical(logits=vae.prior_logits).log_prob(samples[1]).sum(-1)
+    top = vae.decoder[1](2 * samples[1].flatten(-2) - 1).unflatten(-1, (3, 4))
+    middle = torch.distributions.OneHotCategorical(logits=top).log_prob(samples[0]).sum(-1)
+    pixels = torch.distributions.Bernoulli(logits=vae.decoder[0](2 * samples[0].flatten(-2) - 1)).log_prob(x)
+    torch.testing.assert_close(vae.log_joint(x, samples), prior + middle + pixels.sum(-1))
+
+
+def test_categorical_bound_approaches_the_exact_marginal_likelihood():
+    """Two variables of three categories: log p(x) by enumeration of the 9 states; K = 1 is the ELBO."""
+    torch.manual_seed(0)
+    vae = DiscreteVAE("linear", torch.rand(784), units=2, categories=3).double()
+    x = (torch.rand(4, 784, dtype=torch.float64) < 0.3).double()
+    states = torch.nn.functional.one_hot(
+        torch.tensor(list(itertools.product(range(3), repeat=2))), 3
+    ).double()  # (9, 2, 3)
+    log_joint = vae.log_joint(x, [states.unsqueeze(1).expand(9, 4, 2, 3)])
+    exact = torch.logsumexp(log_joint, 0)
+    phi = vae.encoder_layers()[0](x)
+    log_q = torch.distributions.OneHotCategorical(logits=phi).log_prob(states.unsqueeze(1)).sum(-1)
+    exact_elbo = (log_q.exp() * (log_joint - log_q)).sum(0)
+    gen = torch.Generator().manual_seed(0)
+    repeats = 4000
+    one_sample = importance_weighted_bound(vae, x.repeat(repeats, 1), 1, gen, example_chunk=1000).view(repeats, 4)
+    z = (one_sample.mean(0) - exact_elbo) / (one_sample.std(0) / repeats**0.5)
+    assert z.abs().max() < 5, z
+    big = importance_weighted_bound(vae, x, 3000, gen, example_chunk=4, sample_chunk=1000)
+    torch.testing.assert_close(big, exact, atol=0.05, rtol=0)
+
+
+@pytest.mark.slow
+def test_the_categorical_training_gradient_is_the_exact_one_on_average():
+    """The encoder's gradient of the training loss with disarm (and arsm) over many draws against the
+    same loss with ``exact`` (3^2 states enumerated): the VAE wires its categorical layer to the estimator."""
+    from armgrad.experiments.vae import training_loss
+
+    torch.manual_seed(0)
+    vae = DiscreteVAE("linear", torch.rand(784), units=2, categories=3).double()
+    x = (torch.rand(3, 784, dtype=torch.float64) < 0.3).double()
+    weight = vae.encoder[0][0].weight
+
+    def gradient(estimator, num_samples, generator=None):
+        loss = training_loss(vae, x, [estimator], num_samples, generator)
+        return torch.autograd.grad(loss, weight)[0].flatten()
+
+    exact = gradient("exact", 9)
+    gen = torch.Generator().manual_seed(0)
+    for estimator, num_samples, draws in (("disarm", 2, 3000), ("arsm", 4, 1500)):
+        grads = torch.stack([gradient(estimator, num_samples, gen) for _ in range(draws)])
+        err = grads.std(0) / draws**0.5
+        moving = err > 1e-9  # weights of pixels that are 0 in every example get no gradient
+        z = (grads.mean(0) - exact)[moving] / err[moving]
+        assert z.abs().max() < 5.5, (estimator, z.abs().max())  # 4704 coordinates
+    wrong = (grads.mean(0) * 1.1 - exact)[moving] / err[moving]
+    assert wrong.abs().max() > 5.5  # the test can fail: a 10 % error is seen
+
+
+def test_categorical_resume_ends_exactly_as_an_uninterrupted_run(tmp_path):
+    setting = dict(categories=3, latent_vars=4, estimator="disarm", num_samples=2)
+    straight = train(tiny_config(tmp_path, out=str(tmp_path / "straight"), **setting))
+    train(tiny_config(tmp_path, out=str(tmp_path / "resumed"), steps=3, **setting))
+    resumed = train(tiny_config(tmp_path, out=str(tmp_path / "resumed"), **setting), resume=True)
+    for key in ["train_elbo", "test_elbo", "test_bound", "grad_var"]:
+        assert resumed[key] == straight[key], key
+    assert straight["latents"] == "4x3 categorical"
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert a["model"]["prior_logits"].shape == (4, 3)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    with pytest.raises(ValueError, match="categories: 3 in the checkpoint, 4 now"):
+        train(tiny_config(tmp_path, out=str(tmp_path / "resumed"), **{**setting, "categories": 4}), resume=True)
+
+
+def _cli_categorical(tmp_path, *flags):
+    write_mnist(tmp_path / "data", n_train=60, n_test=20)
+    common = ["--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--batch-size", "4", "--steps", "2"]
+    common += ["--eval-every", "2", "--test-samples", "2", "--grad-var-draws", "2", "--threads", "1"]
+    return cli.main(["vae", *common, *flags])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in __import__("armgrad").categorical.ESTIMATORS if n != "exact"])
+def test_every_categorical_estimator_trains_from_the_command_line(tmp_path, name, capsys):
+    """Generated from the registry: each at its smallest budget of at least 2, which the start line states."""
+    from armgrad import categorical
+
+    out = tmp_path / "run"
+    assert (
+        _cli_categorical(tmp_path, "--categories", "3", "--latent-vars", "4", "--estimator", name, "--out", str(out))
+        == 0
+    )
+    expected = categorical.ESTIMATORS[name].valid_budget(2, (4, 3))
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_samples"] == expected and results["latents"] == "4x3 categorical"
+    assert math.isfinite(results["test_elbo"]) and math.isfinite(results["test_bound"])
+    assert math.isfinite(results["grad_var"])
+    err = capsys.readouterr().err
+    assert "linear VAE with 4 x 3 categorical latents" in err
+    assert f"with {name} ({expected} f evaluations per layer and example)" in err
+
+
+def test_the_default_budgets_of_the_categorical_estimators_at_ten_categories():
+    from armgrad.experiments.vae import with_defaults
+
+    budgets = {
+        name: with_defaults(VAEConfig(estimator=name, categories=10), set()).num_samples
+        for name in ("arsm", "ars", "indecater", "disarm", "reinmax")
+    }
+    assert budgets == {"arsm": 46, "ars": 10, "indecater": 200, "disarm": 2, "reinmax": 2}
+    config = with_defaults(VAEConfig(estimator="arsm", categories=10), set())
+    assert config.latent_vars == 20 and config.event_shape == (20, 10)
+    assert with_defaults(VAEConfig(estimator="rebar"), set()).num_samples == 3  # triples
+    assert with_defaults(VAEConfig(estimator="disarm"), set()) == VAEConfig(estimator="disarm")  # binary: unchanged
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--categories", "10", "--estimator", "arms"], "--estimator arms cannot train categorical latents"),
+        (["--estimator", "arsm"], "--estimator arsm cannot train binary latents"),
+        (["--categories", "1"], "--categories: expected an integer >= 2, got 1"),
+        (["--categories", "10", "--estimator", "arsm", "--num-samples", "10"], "at least 46 f evaluations"),
+        (["--categories", "10", "--estimator", "arsm", "--num-samples", "50"], "a multiple of 46"),
+        (["--categories", "3", "--estimator", "exact"], "--estimator exact enumerates C^D states"),
+        (["--categories", "3", "--objective", "iwae", "--estimator", "vimco"], "have no categorical form"),
+        (["--categories", "3", "--latent-vars", "0"], "--latent-vars: expected a positive integer, got 0"),
+    ],
+)
+def test_the_command_line_refuses_what_categorical_latents_cannot_do(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["vae", "--out", str(tmp_path / "run"), *flags])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before any work

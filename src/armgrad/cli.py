@@ -184,8 +184,9 @@ def run_toy(args) -> int:
     return 0
 
 
-def _train_from_args(args, config_class, train, kind: str) -> int:
-    """Build the experiment's config from the parsed flags, check it, train, print the results."""
+def _train_from_args(args, config_class, train, kind: str, defaults=None) -> int:
+    """Build the experiment's config from the parsed flags, check it, train, print the results;
+    ``defaults(config, given)`` fills what the flags leave unsaid."""
     from .experiments.training import describe, prepare_out
 
     fields = config_class.__dataclass_fields__
@@ -195,6 +196,8 @@ def _train_from_args(args, config_class, train, kind: str) -> int:
 
         given = {**protocol_values(given.get("protocol", "disarm"), given.get("dataset", "fashion-mnist")), **given}
     config = config_class(**given)
+    if defaults is not None:
+        config = defaults(config, set(given))
     if args.threads:
         torch.set_num_threads(args.threads)
     parallel.init(config.device)  # joins the process group under torchrun; nothing alone
@@ -218,9 +221,9 @@ def _train_from_args(args, config_class, train, kind: str) -> int:
 
 
 def run_vae(args) -> int:
-    from .experiments.vae import VAEConfig, train
+    from .experiments.vae import VAEConfig, train, with_defaults
 
-    return _train_from_args(args, VAEConfig, train, "VAE")
+    return _train_from_args(args, VAEConfig, train, "VAE", with_defaults)
 
 
 def run_study(args) -> int:
@@ -234,7 +237,11 @@ def run_study(args) -> int:
         if k in fields and v is not None and k not in ("model", "estimator", "seed", "out")
     }
     given = {**protocol_values(given.get("protocol", "disarm"), given.get("dataset", "fashion-mnist")), **given}
-    configs = study_configs(VAEConfig(**given), args.model, args.estimator, args.seed, args.out)
+    if args.categories is not None and args.latent_vars is None:
+        given["latent_vars"] = 20
+    configs = study_configs(
+        VAEConfig(**given), args.model, args.estimator, args.seed, args.out, num_samples=args.num_samples
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     results = run_study(
@@ -321,7 +328,7 @@ def existing_folder(text: str) -> str:
 
 def estimator_name(text: str) -> str:
     """An argparse type: a registered estimator (single- or multi-sample), with a suggestion for a typo."""
-    known = list(dict.fromkeys([*ESTIMATORS, *multisample.ESTIMATORS]))
+    known = list(dict.fromkeys([*ESTIMATORS, *categorical.ESTIMATORS, *multisample.ESTIMATORS]))
     if text in known:
         return text
     close = difflib.get_close_matches(text, known, n=1)
@@ -339,6 +346,8 @@ FLAG_TYPES = {
     "test_samples": positive_int,
     "eval_samples": positive_int,
     "grad_var_draws": at_least_two,
+    "categories": at_least_two,
+    "latent_vars": positive_int,
     "seed": count,
     "lr": positive_float,
     "prior_lr": nonnegative_float,
@@ -353,7 +362,8 @@ FLAG_HELP = {
     "dataset": "the data set",
     "data_dir": "folder with the dataset's files (else the cache and system folders)",
     "model": "the model",
-    "estimator": f"one of {', '.join(ESTIMATORS)}; with --objective iwae: {', '.join(multisample.ESTIMATORS)}",
+    "estimator": f"one of {', '.join(ESTIMATORS)}; with --categories: {', '.join(categorical.ESTIMATORS)}; with "
+    f"--objective iwae: {', '.join(multisample.ESTIMATORS)}",
     "objective": "elbo (one sample per evaluation) or iwae (the num_samples-sample importance-weighted bound)",
     "protocol": "disarm: batch 50, Adam 1e-4, learned prior (SGD 1e-2); rodeo: batch 100, Adam 1e-3 (3e-4 on "
     "Fashion-MNIST), fixed prior. --batch-size, --lr and --prior-lr override it",
@@ -364,6 +374,8 @@ FLAG_HELP = {
     "checkpoint_every": "steps between checkpoints (an interrupted run loses at most these)",
     "out": "the run folder",
     "num_samples": "f evaluations per layer and example",
+    "categories": "C: categorical latent variables of C categories (None: binary units)",
+    "latent_vars": "D per stochastic layer: binary units, or categorical variables with --categories",
     "lr": "Adam learning rate of the model",
     "prior_lr": "SGD learning rate of the prior logits",
     "control_lr": "Adam learning rate of REBAR/RELAX control parameters",
@@ -392,6 +404,10 @@ def add_config_flags(
         help_text = FLAG_HELP.get(name, "")
         if "protocol" in fields and name in ("batch_size", "lr", "prior_lr"):
             default, help_text = None, help_text + " (None: the --protocol's)"  # the protocol decides
+        if name == "num_samples" and default is None:
+            help_text += " (None: the estimator's smallest budget of at least 2)"
+        if name == "latent_vars" and default is None:
+            help_text += " (None: 200 binary units, or 20 categorical variables)"
         if name in several:
             parser.add_argument(
                 "--" + name.replace("_", "-"),
@@ -412,20 +428,19 @@ def add_config_flags(
 
 
 def check_before_data(parser: argparse.ArgumentParser, args) -> None:
-    """What can be refused before any data is loaded: the budget the estimator cannot spend, and an
-    estimator that cannot train these models (enumeration of 200 units)."""
-    if getattr(args, "objective", "elbo") == "iwae":
+    """What can be refused before any data is loaded: the budget the estimator cannot spend, an
+    estimator without a form for these latents, or one that cannot train these models (enumeration)."""
+    if hasattr(args, "categories"):  # the VAE commands
+        from .experiments.vae import VAEConfig, check_config, with_defaults
+
+        given = {k for k in ("latent_vars", "num_samples") if getattr(args, k) is not None}
+        fields = {k: getattr(args, k) for k in ("model", "estimator", "objective", "categories") if k in vars(args)}
+        config = VAEConfig(**fields, **{k: getattr(args, k) for k in given})
         try:
-            multisample.get_estimator(args.estimator).check_budget(args.num_samples)
-        except ValueError as error:
-            parser.error(f"--objective iwae --estimator {args.estimator} --num-samples {args.num_samples}: {error}")
-        if args.model.startswith("linear") and args.model[-1].isdigit():
-            parser.error(
-                f"--objective iwae trains models with one stochastic layer (linear, nonlinear), not {args.model}"
-            )
+            check_config(with_defaults(config, given))
+        except ConfigurationError as error:
+            parser.error(str(error))
         return
-    if args.estimator not in ESTIMATORS and args.estimator in multisample.ESTIMATORS:
-        parser.error(f"--estimator {args.estimator} estimates the multi-sample bound: add --objective iwae")
     spec = get_estimator(args.estimator)
     if spec.evaluates_f_at == ENUMERATION:
         parser.error(
@@ -436,6 +451,10 @@ def check_before_data(parser: argparse.ArgumentParser, args) -> None:
         spec.check_budget(args.num_samples)
     except ValueError as error:
         parser.error(f"--num-samples {args.num_samples}: {error}")
+
+
+# None: decided by the latents and the estimator (experiments.vae.with_defaults), as the help says
+LATENT_DEFAULTS = {"num_samples": None, "latent_vars": None}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -511,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(
         vae,
         VAEConfig,
+        defaults=LATENT_DEFAULTS,
         choices={
             "dataset": list(DATASETS),
             "model": MODELS,
@@ -524,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
         VAEConfig,
         several=("model", "estimator", "seed"),
         skip=("shards", "control_lr"),
-        defaults={"out": "runs/study"},
+        defaults={"out": "runs/study", **LATENT_DEFAULTS},
         choices={
             "dataset": list(DATASETS),
             "model": MODELS,

@@ -1,7 +1,8 @@
 """``armgrad report``: many runs -> one Markdown table (mean and standard error over seeds) and figures.
 
 A run is a folder with ``results.json`` and ``metrics.csv`` (as ``armgrad vae`` writes them). Runs
-are grouped by dataset, model, estimator, budget and steps (runs of different lengths, such as a
+are grouped by dataset, model, latents (``200 binary``, ``20x10 categorical``), estimator, budget and steps
+(runs of different lengths, such as a
 study still in progress, are never averaged together); seeds are the replicates.
 
 Runs of one seed share their initial weights, batches and binarisation whatever the estimator, so
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .reporting import markdown_table, pyplot, write_atomic, write_json
 
-GROUP_KEYS = ("dataset", "model", "objective", "estimator", "num_samples", "steps")
+GROUP_KEYS = ("dataset", "model", "latents", "objective", "estimator", "num_samples", "steps")
 SETTING_KEYS = tuple(k for k in GROUP_KEYS if k != "estimator")  # what estimators are compared within
 PAIRED = ("test_elbo", "test_bound_k", "test_bound", "test_nll_bound")  # the headline numbers, compared seed by seed
 METRICS = (
@@ -143,6 +144,8 @@ def _get(result: dict, key: str):
     or the likelihood (SBN)."""
     if key == "objective" and result.get(key) is None:
         return "elbo" if "test_elbo" in result else "likelihood"
+    if key == "latents" and result.get(key) is None:  # VAE runs from before categorical latents; SBN runs
+        return "200 binary" if "test_elbo" in result else "binary"
     return result.get(key)
 
 
@@ -185,7 +188,7 @@ def _by_setting(items) -> dict[tuple, dict]:
 def paired_differences(results: list[dict], reference: str) -> list[dict]:
     """``metric(estimator) - metric(reference)`` over the seeds both ran, mean and standard error.
 
-    One entry per estimator other than ``reference`` and per dataset, model, budget and steps
+    One entry per estimator other than ``reference`` and per dataset, model, latents, budget and steps
     where both have runs of a common seed, with ``pairs`` (how many seeds) and each metric of
     ``PAIRED`` the runs report as ``{"mean", "stderr"}``.
     """
@@ -218,11 +221,22 @@ def _paired_table(entries: list[dict], reference: str) -> str:
     for e in entries:
         cells = [_cell(e.get(m, {"mean": math.nan, "stderr": math.nan}), "+" + NATS) for m in metrics]
         rows.append(
-            [e["dataset"], e["model"], e["objective"], e["num_samples"], e["steps"], e["estimator"], e["pairs"], *cells]
+            [
+                e["dataset"],
+                e["model"],
+                e["latents"],
+                e["objective"],
+                e["num_samples"],
+                e["steps"],
+                e["estimator"],
+                e["pairs"],
+                *cells,
+            ]
         )
     header = [
         "dataset",
         "model",
+        "latents",
         "objective",
         "num_samples",
         "steps",
@@ -322,9 +336,9 @@ def summary(paths, reference: str = "arm", out: Path | None = None) -> str:
             )
             if first.get(m) is not None
         ]
-        dataset, model, objective, budget, steps = setting
+        dataset, model, latents, objective, budget, steps = setting
         cost = f"K = {budget}" if objective == "iwae" else f"{budget} f evaluations per example"
-        lines.append(f"{dataset}, {model} model, {objective}, {cost}, {steps:,} steps:")
+        lines.append(f"{dataset}, {model} model, {latents} latents, {objective}, {cost}, {steps:,} steps:")
         table = [["estimator", "seeds", *columns]]
         means = {}
         for name, runs in estimators.items():
@@ -378,7 +392,7 @@ def _mean_at(curves: list[list[dict]], steps: list[float], key: str) -> list[flo
 
 
 def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
-    """One row per setting (dataset, model, budget, steps): the training curve of every estimator
+    """One row per setting (dataset, model, latents, budget, steps): the training curve of every estimator
     against steps and against seconds (mean over seeds), and the test curve's difference from
     ``reference`` over the seeds both ran (where some difference exceeds 3 nats, on a symmetric log
     scale, linear within 1 nat, said on the axis and ticked on both parts). Returns whether it was
@@ -418,8 +432,8 @@ def _figure(settings: dict, path: Path, reference: str = "arm") -> bool:
                 diff = [a - b for a, b in zip(_mean_at(mine, steps, compared), _mean_at(theirs, steps, compared))]
                 row[2].plot(steps, diff, color=color[name])
                 largest = max([largest, *map(abs, diff)])
-        dataset, model, objective, budget, steps = setting
-        where = f"{dataset} {model}, {objective}, budget {budget}, {steps:,} steps"
+        dataset, model, latents, objective, budget, steps = setting
+        where = f"{dataset} {model}, {latents}, {objective}, budget {budget}, {steps:,} steps"
         row[0].set_title(f"{metric} against steps ({where})", fontsize=9)
         row[1].set_title(f"{metric} against wall-clock seconds", fontsize=9)
         row[2].set_title(f"{compared} minus {reference}'s, seed by seed", fontsize=9)

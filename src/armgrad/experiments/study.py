@@ -25,21 +25,24 @@ from pathlib import Path
 import torch
 
 from .. import multisample
-from ..estimators import BINARY, get_estimator
+from ..estimators.base import BinaryPointEstimator
 from . import locks
 from .reporting import log
 from .training import ConfigurationError, prepare_out
-from .vae import VAEConfig
+from .vae import VAEConfig, default_num_samples, vae_estimator
 
 LAUNCHERS = ("local", "submitit")
 
 
-def study_configs(base: VAEConfig, models, estimators, seeds, out) -> list:
-    """One config per (model, estimator, seed), each in its own folder under ``out``."""
-    return [
-        dataclasses.replace(base, model=m, estimator=e, seed=s, out=str(Path(out) / f"{m}-{e}-seed{s}"))
-        for m, e, s in itertools.product(models, estimators, seeds)
-    ]
+def study_configs(base: VAEConfig, models, estimators, seeds, out, num_samples: int | None = None) -> list:
+    """One config per (model, estimator, seed), each in its own folder under ``out``; with
+    ``num_samples=None`` each estimator gets its smallest budget of at least 2 for these latents."""
+    configs = []
+    for m, e, s in itertools.product(models, estimators, seeds):
+        config = dataclasses.replace(base, model=m, estimator=e, seed=s, out=str(Path(out) / f"{m}-{e}-seed{s}"))
+        budget = default_num_samples(config) if num_samples is None else num_samples
+        configs.append(dataclasses.replace(config, num_samples=budget))
+    return configs
 
 
 def finished(config) -> bool:
@@ -56,21 +59,17 @@ def batches(configs: list, runs_per_process: int | None = None) -> list:
     """The runs grouped into batches that can train in one process, each of at most ``runs_per_process``."""
     groups: dict = {}
     for config in configs:
-        spec = (
-            multisample.get_estimator(config.estimator)
-            if config.objective == "iwae"
-            else get_estimator(config.estimator)
-        )
+        spec = multisample.get_estimator(config.estimator) if config.objective == "iwae" else vae_estimator(config)
         if spec.learned:
             raise ConfigurationError(
                 f"{config.estimator} learns control parameters: train it one run per process with armgrad vae"
             )
         mixable = (
             config.objective == "elbo"
-            and spec.evaluations(config.num_samples) == config.num_samples
-            and spec.evaluates_f_at == BINARY
+            and spec.evaluations(config.num_samples, config.event_shape) == config.num_samples
+            and isinstance(spec, BinaryPointEstimator)  # what RunMixture.check accepts
         )
-        key = (config.model, None if mixable else spec.name)
+        key = (config.model, config.num_samples, None if mixable else spec.name)
         groups.setdefault(key, []).append(config)
     if not groups:
         return []

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..estimators import LearnedControlEstimator, get_estimator
+from ..families import BERNOULLI
 from . import parallel
 from .reporting import StorageFullError, log, pyplot, storage_full, user_mode, write_csv, write_json
 
@@ -208,9 +209,9 @@ def adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
-def make_estimators(name: str, num_layers: int, units: int, device="cpu") -> list:
+def make_estimators(name: str, num_layers: int, units: int, device="cpu", family=BERNOULLI) -> list:
     """One estimator per stochastic layer: the name, or a fresh object for trainable controls."""
-    spec = get_estimator(name)  # a clear error, with a suggestion, for an unknown name
+    spec = get_estimator(name, family)  # a clear error, with a suggestion, for an unknown name
     if not spec.learned:
         return [name] * num_layers
     return [spec.create(num_units=units).to(device) for _ in range(num_layers)]
@@ -445,10 +446,16 @@ def describe(config, kind: str) -> str:
         else f"({config.num_samples} f evaluations per layer and example)"
     )
     return (
-        f"training a {config.model} {kind} on {config.dataset} with {config.estimator} "
+        f"training a {config.model} {kind}{latent_text(config)} on {config.dataset} with {config.estimator} "
         f"{budget}, {config.steps:,} steps, batch "
         f"{config.batch_size}, on {config.device} with {torch.get_num_threads()} thread(s), into {config.out}"
     )
+
+
+def latent_text(config) -> str:
+    """`` with 20 x 10 categorical latents`` for a categorical VAE; nothing for binary units (the default)."""
+    categories = getattr(config, "categories", None)
+    return f" with {config.latent_vars} x {categories} categorical latents" if categories else ""
 
 
 def common_results(config, run: RunLog, train_metric: str, runs_in_process: int = 1) -> dict:

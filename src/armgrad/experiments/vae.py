@@ -22,9 +22,10 @@ from .. import multisample
 from .._random import for_runs
 from ..data import load_dataset
 from ..diagnostics import controls_frozen
-from ..estimators import get_estimator
+from ..estimators import ENUMERATION, REGISTRY, get_estimator
+from ..families import BERNOULLI, CATEGORICAL
 from ..models import stacked
-from ..models.vae import BinaryVAE, bernoulli_log_prob
+from ..models.vae import DiscreteVAE, bernoulli_log_prob
 from ..network import chain_estimate
 from . import parallel
 from .mixture import RunMixture
@@ -60,6 +61,17 @@ class VAEConfig(TrainingConfig):
     grad_var_draws: int = 20  # encoder-gradient estimates drawn for its variance, at each evaluation
     objective: str = "elbo"  # or "iwae": the num_samples-sample importance-weighted bound (one stochastic layer)
     protocol: str = "disarm"  # which paper's setting the batch, learning rates and prior follow (PROTOCOLS)
+    categories: int | None = None  # C: categorical latent variables of C categories; None: binary units
+    latent_vars: int = 200  # D per stochastic layer: binary units, or categorical variables (the CLI's default: 20)
+
+    @property
+    def family(self):
+        """The latent variables' family: Bernoulli units, or categorical variables with ``categories``."""
+        return BERNOULLI if self.categories is None else CATEGORICAL
+
+    @property
+    def event_shape(self) -> tuple:
+        return (self.latent_vars,) if self.categories is None else (self.latent_vars, self.categories)
 
 
 # Each paper's training setting: what --protocol sets unless a flag says otherwise. The DisARM protocol
@@ -83,7 +95,7 @@ def protocol_values(protocol: str, dataset: str) -> dict:
 
 @torch.no_grad()
 def importance_weighted_bound(
-    model: BinaryVAE,
+    model: DiscreteVAE,
     x: torch.Tensor,
     num_samples: int,
     generator=None,
@@ -118,7 +130,13 @@ def negative_bound(model, x, estimators, num_samples, generator) -> torch.Tensor
     if isinstance(estimators[0], multisample.MultiSampleEstimator):
         return -multisample_bound(model, x, estimators[0], num_samples, generator)
     return chain_estimate(
-        partial(model.negative_elbo, x), model.encoder_layers(), x, estimators, num_samples, generator=generator
+        partial(model.negative_elbo, x),
+        model.encoder_layers(),
+        x,
+        estimators,
+        num_samples,
+        generator=generator,
+        family=model.family,
     )
 
 
@@ -141,13 +159,8 @@ def multisample_bound(model, x, estimator, num_samples, generator) -> torch.Tens
 def make_vae_estimators(config, model, device) -> list:
     """The estimator of each stochastic layer; one multi-sample estimator for the IWAE objective."""
     if config.objective == "iwae":
-        if model.num_layers != 1:
-            raise ConfigurationError(
-                f"--objective iwae trains models with one stochastic layer, not "
-                f"{config.model!r} ({model.num_layers} layers)"
-            )
         return [multisample.get_estimator(config.estimator)]
-    return make_estimators(config.estimator, model.num_layers, model.prior_logits.numel(), device)
+    return make_estimators(config.estimator, model.num_layers, model.prior_logits.numel(), device, model.family)
 
 
 def encoder_gradient_variance(model, x, estimators, num_samples, draws: int, generator) -> float:
@@ -219,13 +232,21 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
     alone = []
     for config in configs:
         torch.manual_seed(config.seed)  # initial weights
-        alone.append(BinaryVAE(config.model, data.train_mean, slope=config.slope).to(device))
+        alone.append(
+            DiscreteVAE(
+                config.model,
+                data.train_mean,
+                units=config.latent_vars,
+                slope=config.slope,
+                categories=config.categories,
+            ).to(device)
+        )
     model = stacked.stack(alone)
     alone_estimators = [make_vae_estimators(c, m, device) for c, m in zip(configs, alone)]
     estimators = (
         alone_estimators[0]
         if num_runs == 1
-        else RunMixture.for_runs([e[0] for e in alone_estimators], cast(int, model.num_layers))
+        else RunMixture.for_runs([e[0] for e in alone_estimators], cast(int, model.num_layers), first.family)
     )
     optimizers = vae_optimizers(model, estimators, first)
     alone_optimizers = (
@@ -371,8 +392,78 @@ def unstack_into(model, optimizers, alone, alone_optimizers) -> None:
 PER_RUN = ("seed", "estimator", "out")
 
 
+def check_config(config: VAEConfig) -> None:
+    """Refuse, before any data is read, a configuration that cannot train: one line naming what is wrong."""
+    if config.categories is not None and config.categories < 2:
+        raise ConfigurationError(f"--categories must be at least 2, got {config.categories}")
+    if config.latent_vars < 1:
+        raise ConfigurationError(f"--latent-vars must be at least 1, got {config.latent_vars}")
+    layers = int(config.model[-1]) if config.model[-1].isdigit() else 1
+    if config.objective == "iwae":
+        if layers != 1:
+            raise ConfigurationError(
+                f"--objective iwae trains models with one stochastic layer (linear, nonlinear), not {config.model}"
+            )
+        if config.categories is not None:
+            raise ConfigurationError(
+                "--objective iwae trains binary latents: the multi-sample estimators have no categorical form; "
+                "drop --categories or use --objective elbo"
+            )
+        try:
+            multisample.get_estimator(config.estimator).check_budget(config.num_samples)
+        except ValueError as error:
+            raise ConfigurationError(
+                f"--objective iwae --estimator {config.estimator} --num-samples {config.num_samples}: {error}"
+            ) from None
+        return
+    if config.estimator in multisample.ESTIMATORS and config.estimator not in REGISTRY[config.family]:
+        raise ConfigurationError(
+            f"--estimator {config.estimator} estimates the multi-sample bound: add --objective iwae"
+        )
+    spec = vae_estimator(config)
+    if spec.evaluates_f_at == ENUMERATION:
+        states = "2^D" if config.categories is None else "C^D"
+        raise ConfigurationError(
+            f"--estimator {spec.name} enumerates {states} states, and these latents have D = {config.latent_vars}"
+            f" per layer: choose a Monte Carlo estimator"
+        )
+    try:
+        spec.check_budget(config.num_samples, config.event_shape)
+    except ValueError as error:
+        raise ConfigurationError(f"--num-samples {config.num_samples}: {error}") from None
+
+
+def vae_estimator(config: VAEConfig):
+    """The estimator the config names, in its latents' family: one line when it has no form there."""
+    try:
+        return get_estimator(config.estimator, config.family)
+    except ValueError as error:
+        latents = "categorical latents (--categories)" if config.categories else "binary latents"
+        raise ConfigurationError(f"--estimator {config.estimator} cannot train {latents}: {error}") from None
+
+
+def default_num_samples(config: VAEConfig) -> int:
+    """The smallest budget of at least 2 evaluations that the estimator accepts for these latents
+    (``arsm`` at 10 categories: 46; ``indecater``: D C)."""
+    if config.objective == "iwae":
+        return multisample.get_estimator(config.estimator).valid_budget(2)
+    return vae_estimator(config).valid_budget(2, config.event_shape)
+
+
+def with_defaults(config: VAEConfig, given) -> VAEConfig:
+    """What the command line leaves unsaid: 20 categorical variables with ``--categories`` (binary: 200
+    units), and each estimator's smallest budget of at least 2 evaluations."""
+    if config.categories is not None and "latent_vars" not in given:
+        config = replace(config, latent_vars=20)
+    if "num_samples" not in given:
+        config = replace(config, num_samples=default_num_samples(config))
+    return config
+
+
 def check_runs(configs: list) -> None:
     """Refuse runs that cannot train side by side: another shape or setting, learned controls, shards."""
+    for config in configs:
+        check_config(config)
     if len(configs) == 1:
         return
     first = asdict(configs[0])
@@ -384,9 +475,7 @@ def check_runs(configs: list) -> None:
                 f"runs trained in one process share everything but {', '.join(PER_RUN)}; "
                 f"{config.out} differs from {configs[0].out} in {', '.join(differ)}"
             )
-    specs = [
-        multisample.get_estimator(c.estimator) if c.objective == "iwae" else get_estimator(c.estimator) for c in configs
-    ]
+    specs = [multisample.get_estimator(c.estimator) if c.objective == "iwae" else vae_estimator(c) for c in configs]
     for config, spec in zip(configs, specs):
         if spec.learned:
             raise ConfigurationError(
@@ -396,7 +485,14 @@ def check_runs(configs: list) -> None:
         if config.shards != 1:
             raise ConfigurationError("runs trained in one process use one shard each (torchrun is for one large run)")
     if len({spec.name for spec in specs}) > 1:
-        RunMixture.check(specs, configs[0].num_samples)
+        RunMixture.check(specs, configs[0].num_samples, configs[0].event_shape)
+
+
+def latent_shape(config: VAEConfig) -> str:
+    """The latents of one layer, as the report groups runs by them: ``"200 binary"``, ``"20x10 categorical"``."""
+    if config.categories is None:
+        return f"{config.latent_vars} binary"
+    return f"{config.latent_vars}x{config.categories} categorical"
 
 
 def finish_vae(run, results: dict, config: VAEConfig) -> dict:
@@ -409,6 +505,7 @@ def finish_vae(run, results: dict, config: VAEConfig) -> dict:
         grad_var=last["grad_var"],
         objective=config.objective,
         protocol=config.protocol,
+        latents=latent_shape(config),
     )
     if config.objective == "iwae":
         results["test_bound_k"] = last["test_bound_k"]

@@ -1,4 +1,4 @@
-"""Variational auto-encoders with one or several stochastic binary layers (model definitions only).
+"""Variational auto-encoders with one or several stochastic binary or categorical layers (model definitions only).
 
 The DisARM protocol (Dong, Mnih & Tucker, 2020; docs/design.md section 5):
 
@@ -12,8 +12,14 @@ Tricks of the protocol: the encoder sees ``x - train_mean``; every layer fed by 
 the prior over the top layer is factorised Bernoulli with learned logits. Weights start Glorot-uniform
 with zero biases, as in the TensorFlow reference code.
 
-Shapes: ``x`` is ``(*batch, 784)``; configurations of the binary layers are lists of ``T`` tensors
-``(S, *batch, 200)`` (``S`` samples per example), and per-example quantities come out ``(S, *batch)``.
+With ``categories=C`` each stochastic layer is ``D`` categorical variables of ``C`` categories
+(one-hot, ``D = units``), the protocol of the coupled-estimator and CARMS papers (docs/design.md
+section 5): the encoder's output is ``D C`` logits, the layer fed by the one-hot vectors sees
+``2 z - 1`` flattened to ``D C`` values, and the prior has learned logits ``(D, C)``.
+
+Shapes: ``x`` is ``(*batch, 784)``; configurations of the stochastic layers are lists of ``T`` tensors
+``(S, *batch, D)`` (binary) or ``(S, *batch, D, C)`` (one-hot) with ``S`` samples per example, and
+per-example quantities come out ``(S, *batch)``.
 """
 
 from __future__ import annotations
@@ -24,12 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..families import BERNOULLI, CATEGORICAL
+
 MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
 
 
 def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``sum_d log Bernoulli(value_d; s(logits_d))`` over the last dimension, computed stably."""
     return -F.binary_cross_entropy_with_logits(logits, value.expand_as(logits), reduction="none").sum(-1)
+
+
+def categorical_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``sum_d log Categorical(value_d; softmax(logits_d))`` for one-hot ``value`` ``(..., D, C)``."""
+    return (value * torch.log_softmax(logits, -1)).sum((-2, -1))
 
 
 def _glorot(layer: nn.Linear) -> nn.Linear:
@@ -47,8 +60,12 @@ def _mlp(sizes: list[int], slope: float) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-class BinaryVAE(nn.Module):
-    """``q(b_1 | x) q(b_2 | b_1) ... q(b_T | b_{T-1})`` and ``p(b_T) p(b_{T-1} | b_T) ... p(x | b_1)``."""
+class DiscreteVAE(nn.Module):
+    """``q(b_1 | x) q(b_2 | b_1) ... q(b_T | b_{T-1})`` and ``p(b_T) p(b_{T-1} | b_T) ... p(x | b_1)``.
+
+    ``units`` binary units per layer, or with ``categories=C`` ``units`` categorical variables of ``C``
+    categories (``self.family`` says which; ``self.event_shape`` is ``(D,)`` or ``(D, C)``).
+    """
 
     def __init__(
         self,
@@ -58,38 +75,62 @@ class BinaryVAE(nn.Module):
         hidden: int = 200,
         slope: float = 0.3,
         pixels: int = 784,
+        categories: int | None = None,
     ):
         super().__init__()
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+        if categories is not None and categories < 2:
+            raise ValueError(f"categories must be at least 2 (or None for binary units), got {categories}")
         self.model = model
         self.num_layers = int(model[-1]) if model[-1].isdigit() else 1
+        self.family = BERNOULLI if categories is None else CATEGORICAL
+        self.event_shape = (units,) if categories is None else (units, categories)
+        width = units * (categories or 1)  # the logits of one layer, flat
         deep = model == "nonlinear"
         self.register_buffer("train_mean", train_mean.detach().clone().float())
-        first = [pixels, hidden, hidden, units] if deep else [pixels, units]
+        first = [pixels, hidden, hidden, width] if deep else [pixels, width]
         self.encoder = nn.ModuleList(
-            [_mlp(first, slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)]
+            [_mlp(first, slope)] + [_mlp([width, width], slope) for _ in range(self.num_layers - 1)]
         )
         # decoder[0] is p(x | b_1); decoder[t] is p(b_t | b_{t+1})
         self.decoder = nn.ModuleList(
-            [_mlp(first[::-1], slope)] + [_mlp([units, units], slope) for _ in range(self.num_layers - 1)]
+            [_mlp(first[::-1], slope)] + [_mlp([width, width], slope) for _ in range(self.num_layers - 1)]
         )
         with torch.no_grad():
             output = cast(nn.Linear, cast(nn.Sequential, self.decoder[0])[-1])
             output.bias.copy_(torch.logit(cast(torch.Tensor, self.train_mean).clamp(0.001, 0.999)))
-        self.prior_logits = nn.Parameter(torch.zeros(units))
+        self.prior_logits = nn.Parameter(torch.zeros(self.event_shape))
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        """A layer's flat output as the family's logits: ``(..., D)`` or ``(..., D, C)``."""
+        return h if self.family is BERNOULLI else h.unflatten(-1, self.event_shape)
+
+    def _input(self, b: torch.Tensor) -> torch.Tensor:
+        """What a layer fed by the samples ``b`` sees: ``2 b - 1``, flattened to ``D C`` for one-hot ``b``."""
+        return 2 * b - 1 if self.family is BERNOULLI else 2 * b.flatten(-2) - 1
+
+    def log_prob(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``log q(value)`` or ``log p(value)`` of one stochastic layer with these logits, ``(S, *batch)``."""
+        if self.family is BERNOULLI:
+            return bernoulli_log_prob(logits, value)
+        return categorical_log_prob(logits, value)
 
     def encoder_layers(self) -> list:
         """The chain's layers for :func:`armgrad.network.chain_estimate`: ``x -> phi_1``, ``b_t -> phi_{t+1}``."""
         first, *upper = self.encoder  # (slicing a ModuleList builds a new module: a cost on every step)
-        return [lambda x: first(x - self.train_mean)] + [lambda b, net=net: net(2 * b - 1) for net in upper]
+        if self.family is BERNOULLI:
+            return [lambda x: first(x - self.train_mean)] + [lambda b, net=net: net(2 * b - 1) for net in upper]
+        return [lambda x: self._logits(first(x - self.train_mean))] + [
+            lambda b, net=net: self._logits(net(self._input(b))) for net in upper
+        ]
 
     def log_joint(self, x: torch.Tensor, samples: list) -> torch.Tensor:
         """``log p(x, b_1, ..., b_T)``, shape ``(S, *batch)``."""
-        total = bernoulli_log_prob(self.decoder[0](2 * samples[0] - 1), x)
+        total = bernoulli_log_prob(self.decoder[0](self._input(samples[0])), x)
         for t in range(1, self.num_layers):
-            total = total + bernoulli_log_prob(self.decoder[t](2 * samples[t] - 1), samples[t - 1])
-        return total + bernoulli_log_prob(self.prior_logits.expand_as(samples[-1]), samples[-1])
+            total = total + self.log_prob(self._logits(self.decoder[t](self._input(samples[t]))), samples[t - 1])
+        return total + self.log_prob(self.prior_logits.expand_as(samples[-1]), samples[-1])
 
     def negative_elbo(self, x: torch.Tensor, samples: list, logits: list) -> torch.Tensor:
         """``f = -(log p(x, b) - log q(b | x))`` per configuration, ``(S, *batch)``.
@@ -97,23 +138,23 @@ class BinaryVAE(nn.Module):
         ``logits`` are the encoder's, detached by the caller: the encoder learns only through the
         estimator (``E[d log q] = 0``, so dropping the explicit term keeps the gradient unbiased).
         """
-        log_q = sum(bernoulli_log_prob(phi, b) for phi, b in zip(logits, samples))
+        log_q = sum(self.log_prob(phi, b) for phi, b in zip(logits, samples))
         return log_q - self.log_joint(x, samples)
 
     def sample_posterior_with_logits(self, x: torch.Tensor, num_samples: int, generator=None):
-        """``num_samples`` ancestral draws from ``q``: ``(samples, logits)``, lists of ``(K, *batch, D)``."""
+        """``num_samples`` ancestral draws from ``q``: ``(samples, logits)``, lists of ``(K, *batch, *event)``."""
         samples, logits, h = [], [], x
         for t, layer in enumerate(self.encoder_layers()):
             phi = layer(h)
             if t == 0:  # the first layer's logits once per example, shared by the K draws
                 phi = phi.expand(num_samples, *phi.shape)
             u = torch.rand(phi.shape, generator=generator, dtype=phi.dtype, device=phi.device)
-            h = (u < torch.sigmoid(phi)).to(phi.dtype)
+            h = self.family.sample(phi, u)
             samples.append(h)
             logits.append(phi)
         return samples, logits
 
     def sample_posterior(self, x: torch.Tensor, num_samples: int, generator=None):
-        """``num_samples`` ancestral draws from ``q``: ``(samples, log_q)``, ``(K, *batch, D)`` and ``(K, *batch)``."""
+        """``num_samples`` draws from ``q``: ``(samples, log_q)``, ``(K, *batch, *event)`` and ``(K, *batch)``."""
         samples, logits = self.sample_posterior_with_logits(x, num_samples, generator)
-        return samples, sum(bernoulli_log_prob(phi, b) for phi, b in zip(logits, samples))
+        return samples, sum(self.log_prob(phi, b) for phi, b in zip(logits, samples))
