@@ -383,15 +383,16 @@ def matmul_floor(runs: int, batch: int, configurations: int, units: int = 200, p
     return products
 
 
-def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int) -> float:
+def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int, extra=()) -> float:
     """Run-steps per second of ``concurrent`` processes at a time, each ``armgrad vae`` (runs = 1) or
-    ``armgrad study`` with ``runs`` runs, timed by the loop itself (steps per second before the evaluation)."""
+    ``armgrad study`` with ``runs`` runs, timed by the loop itself (steps per second before the evaluation);
+    ``extra``: more flags (the categorical runs' latents and estimator)."""
     import subprocess
     import sys
 
     procs, folders = [], []
     for p in range(concurrent):
-        folder = out / f"{command}-{runs}-{p}"
+        folder = out / f"{command}-{runs}-{p}-{len(extra)}-{'-'.join(extra[-1:])}"
         seeds = [str(p * runs + i) for i in range(runs)]
         flags = [
             "--dataset",
@@ -413,7 +414,7 @@ def _cli_runs(args, command: str, runs: int, out: Path, concurrent: int) -> floa
             "--overwrite",
         ]
         flags += ["--data-dir", args.data_dir] if args.data_dir else []
-        flags += ["--device", args.device]
+        flags += ["--device", args.device, *extra]
         if command == "vae":
             flags += ["--seed", seeds[0], "--out", str(folder)]
         else:
@@ -463,6 +464,20 @@ def bench_throughput(args) -> dict:
                 "ratio": 1e3 / alone / floor_ms,
             }
         )
+        for estimator in ("disarm", "reinforce_loo"):  # the categorical VAE's step: 20 x 10 logits, the same products
+            latents = ("--categories", "10", "--latent-vars", "20", "--estimator", estimator)
+            rate = _cli_runs(args, "vae", 1, out, concurrent=1, extra=latents)
+            rows.append(
+                {
+                    "case": f"armgrad vae --categories 10 --latent-vars 20, {estimator}, one run alone",
+                    "runs_per_process": 1,
+                    "processes": 1,
+                    "run_steps_per_second": rate,
+                    "ms_per_run_step": 1e3 / rate,
+                    "floor_ms": floor_ms,
+                    "ratio": 1e3 / rate / floor_ms,
+                }
+            )
         separate = alone if cuda else _cli_runs(args, "vae", 1, out, concurrent=concurrent)
         if not cuda:
             rows.append(
@@ -502,8 +517,9 @@ def bench_throughput(args) -> dict:
     return {
         "title": f"What the user runs (linear VAE, DisARM, batch {args.batch}, {args.budget} evaluations, "
         f"{args.throughput_steps} steps, {where}): run-steps per second; floor: the four matrix "
-        "products of one run's step; ratio: the step over its floor (first row), else run-steps per "
-        "second over separate processes' (over one run alone on a GPU)",
+        "products of one run's step (20 x 10 categorical logits have the products of 200 binary units); ratio: "
+        "the step over its floor (the rows of one run alone), else run-steps per second over separate "
+        "processes' (over one run alone on a GPU)",
         "columns": [
             "case",
             "runs_per_process",

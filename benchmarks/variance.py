@@ -12,6 +12,9 @@ Estimators with learned controls (REBAR, RELAX, Double CV, RODEO) first train th
 ``--control-steps`` steps on training batches with the model frozen (their initial controls would
 be another estimator's: RODEO and Double CV start as REINFORCE-LOO).
 
+A checkpoint of a categorical VAE (``armgrad vae --categories``) takes the categorical estimators:
+``elbo:disarm:2 elbo:reinforce_loo:2 elbo:arsm:46 ...``.
+
 Writes ``OUT/variance.json`` and prints a Markdown table. Several checkpoints: one table each.
 """
 
@@ -48,7 +51,13 @@ def load(path: str, device: str):
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = state["config"]
     data = load_dataset(config["dataset"], config.get("data_dir"))
-    model = DiscreteVAE(config["model"], data.train_mean, slope=config["slope"])
+    model = DiscreteVAE(
+        config["model"],
+        data.train_mean,
+        units=config.get("latent_vars", 200),
+        slope=config["slope"],
+        categories=config.get("categories"),
+    )
     model.load_state_dict(state["model"])
     return model.to(device).requires_grad_(False), data, state
 
@@ -56,7 +65,7 @@ def load(path: str, device: str):
 def estimators_for(objective, name, model, device):
     if objective == "iwae":
         return [multisample.get_estimator(name)]
-    return make_estimators(name, model.num_layers, model.prior_logits.numel(), device)
+    return make_estimators(name, model.num_layers, model.prior_logits.numel(), device, model.family)
 
 
 def train_controls(model, data, estimators, k, steps, lr, batch, generator, device) -> float:

@@ -127,12 +127,14 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
     assert profiled["(all)"]["share"] == 1.0 and "aten::addmm" in profiled  # the encoder's product is there
     assert sum(r["share"] for r in sections["profile"]["rows"][:-1]) <= 1.0 + 1e-9
     rows = sections["throughput"]["rows"]
-    assert [r["runs_per_process"] for r in rows] == [1, 1, 2]
+    assert [r["runs_per_process"] for r in rows] == [1, 1, 1, 1, 2]
+    assert ["categories 10" in r["case"] for r in rows] == [False, True, True, False, False]
     for r in rows:  # every column is the one its name says, from the rates the runs' metrics give
         assert r["ms_per_run_step"] == pytest.approx(1e3 * r["processes"] / r["run_steps_per_second"])
-    assert rows[0]["ratio"] == pytest.approx(rows[0]["ms_per_run_step"] / rows[0]["floor_ms"])
-    assert rows[1]["ratio"] == 1.0
-    assert rows[2]["ratio"] == pytest.approx(rows[2]["run_steps_per_second"] / rows[1]["run_steps_per_second"])
+    for r in rows[:3]:  # one run alone (binary, then the categorical step with two estimators): over its floor
+        assert r["ratio"] == pytest.approx(r["ms_per_run_step"] / r["floor_ms"])
+    assert rows[3]["ratio"] == 1.0
+    assert rows[4]["ratio"] == pytest.approx(rows[4]["run_steps_per_second"] / rows[3]["run_steps_per_second"])
 
 
 @pytest.mark.slow

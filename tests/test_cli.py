@@ -249,7 +249,7 @@ def test_summary_says_who_came_out_ahead(tmp_path, capsys, data):
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
-    assert "mnist, linear model, elbo, 2 f evaluations per example, 4 steps:" in out
+    assert "mnist, linear model, 200 binary latents, elbo, 2 f evaluations per example, 4 steps:" in out
     assert "came out ahead on test elbo" in out and "over 2 paired seeds" in out
     assert f"report: {tmp_path / 'report' / 'report.md'}" in out
     assert "|---|" not in out  # not the raw Markdown: that is --markdown

@@ -65,3 +65,15 @@ def test_bad_categorical_logits_are_named():
         CATEGORICAL.check_logits(torch.zeros(3, 1))
     with pytest.raises(ValueError, match="D = 0"):
         CATEGORICAL.check_logits(torch.zeros(3, 0, 4))
+
+
+@pytest.mark.parametrize("family", [BERNOULLI, CATEGORICAL])
+def test_a_family_stays_one_object_through_copies_and_pickles(family):
+    """The registry is keyed by the family objects: a model deep-copied (a study stacks copies of a
+    model) or unpickled must still name the same family."""
+    import copy
+    import pickle
+
+    assert copy.copy(family) is family and copy.deepcopy(family) is family
+    assert pickle.loads(pickle.dumps(family)) is family
+    assert copy.deepcopy({"family": family})["family"] is family

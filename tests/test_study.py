@@ -247,9 +247,14 @@ def test_what_cannot_share_a_process_is_refused(data, tmp_path):
         check_runs([config(data, tmp_path / "a"), config(data, tmp_path / "b", lr=1e-3)])
     with pytest.raises(ConfigurationError, match="relax.*armgrad vae"):  # alone it trains (armgrad vae)
         check_runs(
-            [config(data, tmp_path / "a", estimator="relax"), config(data, tmp_path / "b", estimator="relax", seed=1)]
+            [
+                config(data, tmp_path / "a", estimator="relax", num_samples=3),
+                config(data, tmp_path / "b", estimator="relax", num_samples=3, seed=1),
+            ]
         )
-    check_runs([config(data, tmp_path / "a", estimator="relax")])
+    check_runs([config(data, tmp_path / "a", estimator="relax", num_samples=3)])
+    with pytest.raises(ConfigurationError, match="at least 3 f evaluations"):  # each run is checked too
+        check_runs([config(data, tmp_path / "a", estimator="relax")])
     with pytest.raises(ConfigurationError, match="batch of its own"):
         check_runs(
             [

@@ -437,7 +437,7 @@ def check_before_data(parser: argparse.ArgumentParser, args) -> None:
         fields = {k: getattr(args, k) for k in ("model", "estimator", "objective", "categories") if k in vars(args)}
         config = VAEConfig(**fields, **{k: getattr(args, k) for k in given})
         try:
-            check_config(with_defaults(config, given))
+            check_config(with_defaults(config, given))  # with_defaults looks the estimator up: in the try
         except ConfigurationError as error:
             parser.error(str(error))
         return

@@ -410,16 +410,13 @@ def check_config(config: VAEConfig) -> None:
                 "drop --categories or use --objective elbo"
             )
         try:
-            multisample.get_estimator(config.estimator).check_budget(config.num_samples)
+            spec = multisample.get_estimator(config.estimator)
+            spec.check_budget(config.num_samples)
         except ValueError as error:
             raise ConfigurationError(
                 f"--objective iwae --estimator {config.estimator} --num-samples {config.num_samples}: {error}"
             ) from None
         return
-    if config.estimator in multisample.ESTIMATORS and config.estimator not in REGISTRY[config.family]:
-        raise ConfigurationError(
-            f"--estimator {config.estimator} estimates the multi-sample bound: add --objective iwae"
-        )
     spec = vae_estimator(config)
     if spec.evaluates_f_at == ENUMERATION:
         states = "2^D" if config.categories is None else "C^D"
@@ -435,6 +432,10 @@ def check_config(config: VAEConfig) -> None:
 
 def vae_estimator(config: VAEConfig):
     """The estimator the config names, in its latents' family: one line when it has no form there."""
+    if config.estimator in multisample.ESTIMATORS and config.estimator not in REGISTRY[config.family]:
+        raise ConfigurationError(
+            f"--estimator {config.estimator} estimates the multi-sample bound: add --objective iwae"
+        )
     try:
         return get_estimator(config.estimator, config.family)
     except ValueError as error:
@@ -446,7 +447,10 @@ def default_num_samples(config: VAEConfig) -> int:
     """The smallest budget of at least 2 evaluations that the estimator accepts for these latents
     (``arsm`` at 10 categories: 46; ``indecater``: D C)."""
     if config.objective == "iwae":
-        return multisample.get_estimator(config.estimator).valid_budget(2)
+        try:
+            return multisample.get_estimator(config.estimator).valid_budget(2)
+        except ValueError as error:
+            raise ConfigurationError(f"--objective iwae --estimator {config.estimator}: {error}") from None
     return vae_estimator(config).valid_budget(2, config.event_shape)
 
 
@@ -461,11 +465,15 @@ def with_defaults(config: VAEConfig, given) -> VAEConfig:
 
 
 def check_runs(configs: list) -> None:
-    """Refuse runs that cannot train side by side: another shape or setting, learned controls, shards."""
+    """Refuse runs that cannot train (:func:`check_config`) or cannot train side by side: another shape or
+    setting, learned controls, shards."""
+    if len(configs) > 1:
+        _check_side_by_side(configs)
     for config in configs:
         check_config(config)
-    if len(configs) == 1:
-        return
+
+
+def _check_side_by_side(configs: list) -> None:
     first = asdict(configs[0])
     for config in configs[1:]:
         other = asdict(config)

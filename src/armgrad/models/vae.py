@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..families import BERNOULLI, CATEGORICAL
+from ..families import BERNOULLI, CATEGORICAL, log_softmax
 
 MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
 
@@ -42,7 +42,7 @@ def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tenso
 
 def categorical_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``sum_d log Categorical(value_d; softmax(logits_d))`` for one-hot ``value`` ``(..., D, C)``."""
-    return (value * torch.log_softmax(logits, -1)).sum((-2, -1))
+    return (value * log_softmax(logits)).sum((-2, -1))
 
 
 def _glorot(layer: nn.Linear) -> nn.Linear:
@@ -130,7 +130,9 @@ class DiscreteVAE(nn.Module):
         total = bernoulli_log_prob(self.decoder[0](self._input(samples[0])), x)
         for t in range(1, self.num_layers):
             total = total + self.log_prob(self._logits(self.decoder[t](self._input(samples[t]))), samples[t - 1])
-        return total + self.log_prob(self.prior_logits.expand_as(samples[-1]), samples[-1])
+        if self.family is BERNOULLI:
+            return total + bernoulli_log_prob(self.prior_logits.expand_as(samples[-1]), samples[-1])
+        return total + categorical_log_prob(self.prior_logits, samples[-1])  # (D, C) broadcast: one log_softmax
 
     def negative_elbo(self, x: torch.Tensor, samples: list, logits: list) -> torch.Tensor:
         """``f = -(log p(x, b) - log q(b | x))`` per configuration, ``(S, *batch)``.
