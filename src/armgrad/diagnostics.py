@@ -172,6 +172,7 @@ class EstimatorStats:
         return self.mean_variance * self.evaluations
 
     def to_dict(self) -> dict:
+        """Every number of the row, JSON-ready (``results.json`` of ``armgrad demo``)."""
         return {
             "estimator": self.name,
             "unbiased": self.unbiased,
@@ -206,6 +207,7 @@ class Report:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
+        """The comparison, JSON-ready: the budget, the exact gradient and every estimator's row."""
         return {
             "num_samples": self.num_samples,
             "exact_grad": self.exact_grad.tolist(),

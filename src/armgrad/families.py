@@ -49,31 +49,40 @@ class Family(ABC):
         return (_family_named, (self.name,))
 
     def batch_shape(self, logits_shape) -> tuple:
+        """The leading dims of a logits shape that are not the event: ``(*batch)``."""
         return tuple(logits_shape[: len(logits_shape) - self.event_dims])
 
     def event_shape(self, logits_shape) -> tuple:
+        """The trailing dims of a logits shape that make one sample: ``(D,)`` or ``(D, C)``."""
         return tuple(logits_shape[len(logits_shape) - self.event_dims :])
 
     @abstractmethod
-    def probs(self, logits: torch.Tensor) -> torch.Tensor: ...
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The probabilities the logits give, of the logits' shape (``sigmoid``, ``softmax`` over ``C``)."""
 
     @abstractmethod
-    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor: ...
+    def sample(self, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """A draw from uniforms ``u`` of the logits' shape (with leading sample dims), as floats."""
 
     @abstractmethod
-    def score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
+    def score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``d log q(x) / d logits``, of ``x``'s shape."""
 
     @abstractmethod
-    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
+    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``log q(x)`` summed over the event: ``x``'s shape without the event dims."""
 
     @abstractmethod
-    def num_states(self, event_shape) -> int: ...
+    def num_states(self, event_shape) -> int:
+        """How many states one event has (``2^D``, ``C^D``)."""
 
     @abstractmethod
-    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor: ...
+    def states(self, event_shape, dtype=torch.float32, device=None) -> torch.Tensor:
+        """Every state of one event, stacked on a leading dim of :meth:`num_states`."""
 
     @abstractmethod
-    def check_logits(self, logits) -> None: ...
+    def check_logits(self, logits) -> None:
+        """Raise ``TypeError``/``ValueError`` naming what is wrong with ``logits`` for this family."""
 
 
 class Bernoulli(Family):

@@ -100,10 +100,12 @@ class MultiSampleEstimator(Estimator):
     noise) -> Estimate(value, grad)``, where ``value`` keeps ``log_w``'s graph (the pathwise part)."""
 
     @abstractmethod
-    def sample(self, logits: torch.Tensor, noise) -> torch.Tensor: ...
+    def sample(self, logits: torch.Tensor, noise) -> torch.Tensor:
+        """The samples ``(S, *batch, D)`` at which the log-weights are evaluated, from detached ``logits``."""
 
     @abstractmethod
-    def combine(self, log_w: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Estimate: ...
+    def combine(self, log_w: torch.Tensor, b: torch.Tensor, logits: torch.Tensor, noise) -> Estimate:
+        """``Estimate(value, grad)`` from the log-weights ``log_w`` ``(S, *batch)`` of the samples ``b``."""
 
     def estimate(self, log_weight, logits, noise, num_samples) -> Estimate:
         phi = logits.detach()
@@ -119,10 +121,14 @@ class MultiSampleEstimator(Estimator):
         return bound(first)
 
     def bound_samples(self, log_w) -> int:
+        """How many of the evaluated samples (the first ones) make the bound ``L_K``: all of them."""
         return log_w.shape[0]
 
 
 class VIMCO(MultiSampleEstimator):
+    """VIMCO (Mnih & Rezende, 2016): each sample's learning signal is ``L_K - L_K^(-k)``, with ``w_k``
+    replaced by the geometric mean of the other weights; ``K`` evaluations."""
+
     name, unbiased = "vimco", True
     sample = IndependentDraws.sample
     reference = "Mnih & Rezende, ICML 2016"
@@ -130,6 +136,7 @@ class VIMCO(MultiSampleEstimator):
     budget = Budget(unit="samples", minimum=2)
 
     def combine(self, log_w, b, logits, noise) -> Estimate:
+        """The leave-one-out signals times the score of each sample, summed over the ``K`` samples."""
         value = self.value(log_w)
         lw = log_w.detach()
         k = lw.shape[0]
@@ -145,6 +152,10 @@ class VIMCO(MultiSampleEstimator):
 
 
 class LocalDisARM(MultiSampleEstimator):
+    """Multi-sample DisARM (Dong, Mnih & Tucker, 2020): ``K`` antithetic pairs; pair ``k`` gets DisARM's
+    gradient on ``L_K`` with the other samples held, ``L_K - L_K^(k)`` with ``b_k`` swapped for its
+    partner; ``2K`` evaluations for the bound of ``K``."""
+
     name, unbiased = "local_disarm", True
     sample = AntitheticPairs.sample  # b_k = 1[u_k > s(-phi)] stacked on b~_k = 1[u_k < s(phi)]
     reference = "Dong, Mnih & Tucker, NeurIPS 2020 (multi-sample DisARM)"
@@ -158,9 +169,12 @@ class LocalDisARM(MultiSampleEstimator):
         return (num_samples, *logits_shape)
 
     def bound_samples(self, log_w):
+        """The first sample of each pair makes the bound: ``K`` of the ``2K`` evaluated."""
         return log_w.shape[0] // 2
 
     def combine(self, log_w, b, logits, noise) -> Estimate:
+        """Per pair, half the bound's change when its sample is swapped for the partner, times
+        ``(b1 - b2) s(|phi|)``, summed over the pairs."""
         value = self.value(log_w)
         first, second = log_w.detach().chunk(2)
         delta = value.detach().unsqueeze(0) - _replace_each(first, second)  # L - L^(k)
@@ -175,12 +189,15 @@ class LocalDisARM(MultiSampleEstimator):
 
 
 class Reinforce(MultiSampleEstimator):
+    """REINFORCE on the bound: ``L_K`` itself is every sample's learning signal; ``K`` evaluations."""
+
     name, unbiased = "reinforce", True
     sample = IndependentDraws.sample
     reference = "Williams, Machine Learning 1992 (the bound as the learning signal)"
     summary = "score function L (b_k - p) for every sample"
 
     def combine(self, log_w, b, logits, noise) -> Estimate:
+        """``L_K`` times the score of each sample, summed over the samples."""
         value = self.value(log_w)
         return Estimate(value, (value.detach().unsqueeze(-1) * self.family.score(b, logits)).sum(0))
 

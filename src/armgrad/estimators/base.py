@@ -99,6 +99,7 @@ class Budget:
         return self.group_of(tuple(event_shape))
 
     def check(self, num_samples, name: str, event_shape=None) -> None:
+        """Raise ``TypeError``/``ValueError`` naming the rule unless ``num_samples`` follows it."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, int):
             raise TypeError(
                 f"num_samples must be an int (the number of f evaluations per batch element), "
@@ -131,6 +132,7 @@ class Budget:
         return list(range(self.valid(1, event_shape), maximum + 1, self.size(event_shape)))
 
     def describe(self) -> str:
+        """The rule for the tables: ``S``, ``S (S/2 antithetic pairs)``, ..."""
         if self.rule:
             return f"S (S/({self.rule}) {self.unit})"
         return f"S (S/{self.group} {self.unit})" if self.group > 1 else "S"

@@ -90,6 +90,7 @@ class ControlVariateEstimator(LearnedControlEstimator):
         return (2, num_samples // 3, *logits_shape)  # u for z and v for z~, one of each per draw
 
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:
+        """REBAR's control: ``eta f(relaxed)``, the learned scale times ``f`` at the relaxed sample."""
         return self.scale.to(f_relaxed.dtype) * f_relaxed
 
     def estimate(self, f, logits, noise, num_samples) -> Estimate:
@@ -163,6 +164,7 @@ class Relax(ControlVariateEstimator):
         return super().estimate(f, logits, noise, num_samples)
 
     def control(self, relaxed: torch.Tensor, f_relaxed: torch.Tensor) -> torch.Tensor:
+        """RELAX's control: ``eta f(relaxed) + c(relaxed)``, with ``c`` the learned network."""
         assert self.network is not None  # estimate() refused the estimator without one
         first = cast(nn.Linear, self.network[0])
         if relaxed.shape[-1] != first.in_features:
