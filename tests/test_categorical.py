@@ -195,62 +195,6 @@ def test_a_wrong_estimator_is_caught():
 # ---- published properties and reductions ---------------------------------------------------------------
 
 
-def test_straight_through_is_exact_for_linear_f():
-    phi, _ = make_problem(2, 4, seed=7)
-    a = torch.randn(BATCH, 2, 4, dtype=torch.float64)
-    f = lambda z: (z * a).sum((-2, -1))  # noqa: E731
-    _, exact_grad = categorical.exact(f, phi)
-    _, grads = draw(f, phi, "st", 1)
-    assert_unbiased(grads, exact_grad, "st on a linear f")
-
-
-def test_reinmax_is_exact_for_quadratic_f_and_straight_through_is_not():
-    phi, _ = make_problem(1, 5, seed=8)
-    a = torch.randn(5, 5, dtype=torch.float64)
-    f = lambda z: ((z[..., 0, :] @ a) * z[..., 0, :]).sum(-1) + 2 * (z[..., 0, :] @ a).sum(-1) ** 2  # noqa: E731
-    _, exact_grad = categorical.exact(f, phi)
-    _, grads = draw(f, phi, "reinmax", 1)
-    assert_unbiased(grads, exact_grad, "reinmax on a quadratic f")
-    _, st = draw(f, phi, "st", 1)
-    assert bias_z_scores(st, exact_grad).abs().max() > 10
-
-
-def test_reinmax_matches_the_authors_package():
-    reinmax = pytest.importorskip("reinmax")
-    phi, f = make_problem(2, 4, seed=9)
-    _, ours = draw(f, phi, "reinmax", 1, draws=20000, temperature=1.3)
-    torch.manual_seed(0)
-    leaf = phi.expand(20000, *phi.shape).clone().requires_grad_(True)
-    sample, _ = reinmax.reinmax(leaf, 1.3)
-    f(sample.unsqueeze(0)).sum().backward()
-    theirs = leaf.grad
-    z = (ours.mean(0) - theirs.mean(0)) / ((ours.var(0) + theirs.var(0)) / 20000).sqrt()
-    assert z.abs().max() < 5, f"reinmax differs from the package: max |z| = {z.abs().max():.2f}"
-
-
-def test_categorical_disarm_at_two_categories_is_binary_disarm():
-    import armgrad
-
-    g = torch.Generator().manual_seed(3)
-    phi = torch.randn(4, 3, 2, generator=g, dtype=torch.float64)
-    target = torch.randn(4, 3, generator=g, dtype=torch.float64)
-    f_binary = lambda b: ((b - target) ** 2).sum(-1) * torch.cos(b.sum(-1))  # noqa: E731, b = 1 <-> category 0
-    f_categorical = lambda z: f_binary(z[..., 0])  # noqa: E731
-    for seed in range(3):
-        u = armgrad.ESTIMATORS["disarm"].draw_noise(4, phi[..., 0], torch.Generator().manual_seed(seed))
-        binary = armgrad.grad(f_binary, phi[..., 0] - phi[..., 1], "disarm", 4, noise=u)
-        ours = categorical.grad(f_categorical, phi, "disarm", 4, noise=u.unsqueeze(-1))
-        torch.testing.assert_close(ours[..., 0], binary)
-        torch.testing.assert_close(ours[..., 1], -binary)
-
-
-def test_arsm_plus_never_has_more_variance_than_arsm_here():
-    phi, f = make_problem(2, 4, seed=11)
-    _, arsm = draw(f, phi, "arsm", 7, draws=5000)
-    _, plus = draw(f, phi, "arsm_plus", 7, draws=5000)  # the same noise: the mask only drops terms
-    assert plus.var(0).sum() <= arsm.var(0).sum()
-
-
 # ---- refusals ---------------------------------------------------------------------------------------------
 
 
@@ -478,37 +422,3 @@ def test_chain_refusals():
         chain_estimate(objective, chain_layers(specs, params), x, "disarm", 2, family="catgorical")
     with pytest.raises(ValueError, match="got 1 families for 2 layers"):
         chain_estimate(objective, chain_layers(specs, params), x, "disarm", 2, family=["categorical"])
-
-
-@pytest.mark.parametrize("order", ["ascending", "descending"])
-def test_disarm_in_either_order_of_the_logits_is_unbiased(order):
-    for variables, categories in [(2, 3), (1, 5), (3, 4)]:
-        phi, f = make_problem(variables, categories, seed=20 + categories)
-        _, exact_grad = categorical.exact(f, phi)
-        _, grads = draw(f, phi, "disarm", 2, order=order)
-        assert_unbiased(grads, exact_grad, f"disarm, order {order}, D={variables}, C={categories}")
-
-
-def test_carms_pair_marginal_has_the_right_margins_and_full_support():
-    from armgrad.estimators.categorical_coupled import CARMS
-
-    phi = 2 * torch.randn(4, 2, 5, dtype=torch.float64)
-    for n in (3, 4, 6):
-        joint = CARMS.pair_marginal(phi, n)
-        torch.testing.assert_close(joint.sum(-1), torch.softmax(phi, -1))
-        torch.testing.assert_close(joint, joint.transpose(-1, -2))
-        assert (joint > 0).all()  # every pair can be drawn: the importance weights exist
-
-
-@pytest.mark.parametrize("name,order", [("disarm", None), ("disarm", "descending"), ("disarm_iw", None)])
-def test_stick_breaking_combine_alone_equals_combine_after_sample(name, order):
-    """combine() reuses the chain sample() built from the same noise; called on its own it rebuilds it from
-    the samples: the two must agree exactly."""
-    est, options = TABLE[name], ({"order": order} if order else {})
-    phi, f = make_problem(3, 5, seed=30)
-    noise = est.draw_noise(4, phi, torch.Generator().manual_seed(0))
-    b = est.sample(phi, noise, **options)
-    fb = f(b)
-    cached = est.combine(fb, b, phi, noise, **options).grad
-    rebuilt = est.combine(fb, b, phi, noise.clone(), **options).grad
-    torch.testing.assert_close(cached, rebuilt, rtol=0, atol=0)

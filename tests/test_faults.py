@@ -23,7 +23,6 @@ import torch
 import armgrad
 from armgrad import cli
 from armgrad.experiments import locks
-from armgrad.experiments.training import ConfigurationError
 
 from test_cli import fails, tiny
 from test_data import write_mnist
@@ -76,32 +75,6 @@ def test_a_second_process_on_a_run_folder_is_refused_and_sigterm_stops_the_first
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_a_stale_lock_is_taken_over_and_the_dead_writers_temporaries_removed(mnist_dir, tmp_path, capsys):
-    out = tmp_path / "r"
-    out.mkdir()
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (out / locks.LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
-    (out / ".checkpoint.abc123").write_bytes(b"half a checkpoint")
-    (out / ".metrics.csv.xyz").write_text("step,x\n1,")
-    assert cli.main(tiny(mnist_dir, out)) == 0
-    assert not (out / locks.LOCK).exists()
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
-
-
-def test_a_lock_held_on_another_host_or_by_a_live_process_is_refused(tmp_path):
-    folder = tmp_path / "r"
-    folder.mkdir()
-    (folder / locks.LOCK).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "today", "command": "x"}))
-    with pytest.raises(ConfigurationError, match="in use by process 1 on host elsewhere"):
-        locks.acquire(folder)
-    (folder / locks.LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    with pytest.raises(ConfigurationError, match=f"in use by process {os.getpid()} on this host"):
-        with locks.hold([folder]):
-            raise AssertionError("the lock of a live holder was granted")  # not reached: hold() refuses
-    assert (folder / locks.LOCK).exists()  # not ours: left alone
-
-
 def study_args(mnist_dir, out, *extra) -> list:
     """`armgrad study` of DisARM and ARM for 2 steps on the small MNIST files, into ``out``."""
     flags = "--dataset mnist --steps 2 --batch-size 8 --test-samples 3 --grad-var-draws 2 --estimator disarm arm"
@@ -122,28 +95,6 @@ def test_a_study_holds_every_run_folder(mnist_dir, tmp_path, capsys):
 # ---- files: temporaries, a full disk, damaged files ------------------------------------------------------
 
 
-def test_a_failed_checkpoint_write_leaves_no_temporary_and_the_previous_checkpoint(tmp_path, monkeypatch):
-    from armgrad.experiments import training
-    from armgrad.experiments.reporting import StorageFullError
-
-    path = tmp_path / "checkpoint.pt"
-    training.save_checkpoint(path, {"step": 1, "config": {}, "model": {}})
-
-    def full(state, target):
-        with open(target, "wb") as handle:
-            handle.write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(training.torch, "save", full)
-    with pytest.raises(
-        StorageFullError,
-        match="is full: the checkpoint of step 2 could not be written; the previous checkpoint is intact",
-    ):
-        training.save_checkpoint(path, {"step": 2, "config": {}, "model": {}})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
-    assert training.load_checkpoint(path)["step"] == 1
-
-
 @pytest.mark.slow
 def test_a_full_disk_is_named_as_such_from_the_command_line(mnist_dir, tmp_path):
     """A file-size limit (what a full disk looks like to a user who is not root): the first checkpoint
@@ -155,56 +106,6 @@ def test_a_full_disk_is_named_as_such_from_the_command_line(mnist_dir, tmp_path)
     assert "is full: the checkpoint of step 50 could not be written; the previous checkpoint is intact" in done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary, no lock
-
-
-@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
-def test_a_damaged_checkpoint_is_named_with_what_to_do(mnist_dir, tmp_path, capsys, damage):
-    out = tmp_path / "r"
-    assert cli.main(tiny(mnist_dir, out)) == 0
-    path = out / "checkpoint.pt"
-    content = path.read_bytes()
-    path.write_bytes({"truncated": content[: len(content) // 2], "random": os.urandom(5000), "empty": b""}[damage])
-    err = fails(
-        [*tiny(mnist_dir, out), "--resume", "--steps", "6"],
-        capsys,
-        1,
-        f"{path} is damaged or not an armgrad checkpoint",
-    )
-    assert "delete it" in err and "internal error" not in err
-
-
-def test_another_commands_checkpoint_is_refused(mnist_dir, tmp_path, capsys):
-    out = tmp_path / "r"
-    flags = "--dataset mnist-threshold --steps 2 --batch-size 8 --eval-every 2 --checkpoint-every 2"
-    sbn = [
-        "sbn",
-        "--data-dir",
-        mnist_dir,
-        *flags.split(),
-        "--test-samples",
-        "2",
-        "--eval-samples",
-        "2",
-        "--out",
-        str(out),
-    ]
-    assert cli.main(sbn) == 0
-    fails([*tiny(mnist_dir, out), "--resume"], capsys, 2, "is the checkpoint of another kind of run")
-
-
-def test_an_output_that_is_a_file_or_cannot_be_written_is_refused_before_training(
-    mnist_dir, tmp_path, capsys, monkeypatch
-):
-    (tmp_path / "file").write_text("not a folder")
-    fails(tiny(mnist_dir, tmp_path / "file"), capsys, 2, "is an existing file, not a folder")
-    from armgrad.experiments import training
-
-    def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(training.tempfile, "mkstemp", read_only)
-    fails(tiny(mnist_dir, tmp_path / "ro"), capsys, 2, "cannot write into")
-    assert not (tmp_path / "ro" / "metrics.csv").exists()
 
 
 def test_a_truncated_data_file_is_named(tmp_path, capsys):

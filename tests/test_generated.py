@@ -240,24 +240,6 @@ def test_bias_is_detectable(name):
     check_bias_detectable(ESTIMATORS[name])
 
 
-def test_exact_is_the_brute_force_enumeration():
-    """The oracle of every generated test, against ``itertools`` over the 2^D states, value and gradient."""
-    f = make_objective(BATCH, UNITS, seed=8)
-    phi = moderate_logits(BATCH, UNITS, seed=9)
-    p = torch.sigmoid(phi)
-    value, grad = torch.zeros(BATCH, dtype=phi.dtype), torch.zeros_like(phi)
-    for bits in itertools.product([0.0, 1.0], repeat=UNITS):
-        b = torch.tensor(bits, dtype=phi.dtype).expand(BATCH, UNITS)
-        q = torch.where(b == 1, p, 1 - p).prod(-1)
-        fb = f(b.unsqueeze(0))[0]
-        value += q * fb
-        grad += (q * fb).unsqueeze(-1) * (b - p)
-    exact_value, exact_grad = armgrad.exact(f, phi)
-    torch.testing.assert_close(exact_value, value)
-    torch.testing.assert_close(exact_grad, grad)
-    torch.testing.assert_close(armgrad.grad(f, phi, "exact", 0), grad)  # the registered estimator, by name
-
-
 # ---- the generated tests have power ----------------------------------------------------------------
 
 

@@ -17,12 +17,9 @@ import time
 import pytest
 import torch
 
-from armgrad._random import RunGenerators, uniform
 from armgrad.experiments.study import batches, run_study, study_configs
 from armgrad.experiments.training import ConfigurationError
 from armgrad.experiments.vae import VAEConfig, check_runs, train, train_runs
-from armgrad.models.stacked import stack
-from armgrad.models.vae import DiscreteVAE
 
 from test_data import write_mnist
 
@@ -271,30 +268,6 @@ def test_what_cannot_share_a_process_is_refused(data, tmp_path):
     assert all(len({c.model for c in b}) == 1 for b in plan)
 
 
-def test_run_generators_draw_each_runs_slice_as_alone():
-    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
-    both = uniform((5, 2, 6, 7), RunGenerators(gens), torch.float32, "cpu")
-    for r, seed in enumerate((3, 4)):
-        assert torch.equal(both[:, r], torch.rand((5, 6, 7), generator=torch.Generator().manual_seed(seed)))
-    with pytest.raises(ValueError, match="run axis"):
-        uniform((5, 3, 6, 7), RunGenerators(gens), torch.float32, "cpu")
-
-
-def test_stacked_model_computes_each_runs_model():
-    mean = torch.rand(784)
-    models = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        models.append(DiscreteVAE("nonlinear", mean))
-    model = stack(models)
-    x = torch.bernoulli(torch.rand(3, 4, 784))
-    b = torch.bernoulli(torch.rand(2, 3, 4, 200))
-    joint, logits = model.log_joint(x, [b]), model.encoder_layers()[0](x)
-    for r in range(3):
-        torch.testing.assert_close(joint[:, r], models[r].log_joint(x[r], [b[:, r]]), rtol=1e-5, atol=1e-3)
-        torch.testing.assert_close(logits[r], models[r].encoder_layers()[0](x[r]), rtol=1e-5, atol=1e-5)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batch_matches_cuda_runs_alone(data, tmp_path):
     batch = runs(data, tmp_path / "batch", steps=20, eval_every=20, checkpoint_every=20, device="cuda")
@@ -373,3 +346,20 @@ def test_a_study_reports_its_folder_against_arm_whichever_estimator_it_lists_fir
     assert main([*base, "--estimator", "disarm", "--resume", "--reference", "reinforce_loo"]) == 0
     assert "## Seed by seed against reinforce_loo" in (out / "report.md").read_text()
     capsys.readouterr()
+
+
+def test_categorical_runs_in_a_batch_train_what_they_train_alone(data, tmp_path):
+    """Three categorical estimators side by side (a RunMixture over (R, batch, D, C) logits; CARMS's noise has no
+    category axis, DisARM's has C - 1): each run matches the same run alone, its random streams identical."""
+    latents = dict(categories=3, latent_vars=4, num_samples=2)
+    names = ["disarm", "reinforce_loo", "carms"]
+    batch = train_runs(
+        [config(data, tmp_path / "batch" / f"{e}-{s}", estimator=e, seed=s, **latents) for s, e in enumerate(names)]
+    )
+    for s, estimator in enumerate(names):
+        alone = train(config(data, tmp_path / f"alone-{estimator}", estimator=estimator, seed=s, **latents))
+        assert_same_run(
+            load(tmp_path / f"alone-{estimator}"), load(tmp_path / "batch" / f"{estimator}-{s}"), 1e-6, 1e-5
+        )
+        assert batch[s]["test_elbo"] == pytest.approx(alone["test_elbo"], abs=1e-3)
+        assert batch[s]["runs_in_process"] == 3 and batch[s]["latents"] == "4x3 categorical"

@@ -10,7 +10,8 @@ class RunGenerators:
     """One generator per run, for tensors whose run axis is ``axis`` (counted from the end).
 
     Several runs trained together in one process (``armgrad study``) stack their examples as
-    ``(R, batch, D)``: every tensor drawn for them ends with those dims, so the run axis is ``-3``. The
+    ``(R, batch, D)``: every tensor drawn for them ends with those dims, so the run axis is ``-3``
+    (``-4`` for categorical variables, whose tensors end with ``(R, batch, D, C)``). The
     slice of run ``r`` is drawn from ``generators[r]`` with the shape the run alone would draw, so a
     run's noise is the same whether it trains alone or with others.
     """
@@ -21,6 +22,10 @@ class RunGenerators:
 
     def __len__(self) -> int:
         return len(self.generators)
+
+    def along(self, axis: int) -> RunGenerators:
+        """The same generators for tensors whose run axis is ``axis`` (an estimator's noise, where it differs)."""
+        return self if axis == self.axis else RunGenerators(self.generators, axis)
 
     def uniform(self, shape, dtype, device) -> torch.Tensor:
         shape = tuple(shape)
@@ -34,9 +39,10 @@ class RunGenerators:
         return torch.stack(parts, dim=len(shape) + self.axis)
 
 
-def for_runs(generators: list):
-    """The generator to pass for ``generators`` (one per run): :class:`RunGenerators`, or the one alone."""
-    return RunGenerators(generators) if len(generators) > 1 else generators[0]
+def for_runs(generators: list, axis: int = -3):
+    """The generator to pass for ``generators`` (one per run, the run axis at ``axis``): :class:`RunGenerators`,
+    or the one alone."""
+    return RunGenerators(generators, axis) if len(generators) > 1 else generators[0]
 
 
 def uniform(shape, generator, dtype, device) -> torch.Tensor:

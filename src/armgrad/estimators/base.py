@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .._checks import check_finite
-from .._random import uniform
+from .._random import RunGenerators, uniform
 from ..families import BERNOULLI, Family
 
 BINARY = "binary"
@@ -196,8 +196,18 @@ class Estimator(ABC):
         shape = self.noise_shape(num_samples, logits.shape, **options)
         if shape is None:
             return None
+        if isinstance(generator, RunGenerators):  # runs side by side, logits (R, batch, ...): find R in the noise
+            generator = generator.along(self._run_axis(num_samples, logits.shape, **options))
         u = uniform(shape, generator, logits.dtype, logits.device)
         return u.clamp_(min=torch.finfo(logits.dtype).tiny)  # rand is [0, 1): keep log/logit finite
+
+    def _run_axis(self, num_samples: int, logits_shape, **options) -> int:
+        """Where the logits' first dim (the runs of a batch) lies in this estimator's noise, from the end:
+        the noise shape of logits whose first dim has a size no other dim has."""
+        probe = 7919  # a prime: no budget, batch or event size of a real call
+        shape = self.noise_shape(num_samples, (probe, *logits_shape[1:]), **options)
+        assert shape is not None and list(shape).count(probe) == 1, (self.name, shape)
+        return list(shape).index(probe) - len(shape)
 
     # ---- options ------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class RunMixture(BinaryPointEstimator):
             est.draw_noise(
                 num_samples,
                 logits.index_select(self.axis, idx_d),
-                RunGenerators([generator.generators[r] for r in runs]),
+                RunGenerators([generator.generators[r] for r in runs], generator.axis),
             )
             for (est, runs), idx_d in zip(self.groups, self._indices(logits.device))
         ]

@@ -273,7 +273,8 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
 
     # ---- the loop: batch, loss and gradient, step, log, evaluate, checkpoint ----
     loss_fn = parallel.wrap(model, partial(run_losses, model, estimators=estimators, num_samples=first.num_samples))
-    noise = [for_runs([gens[s] for gens in noise_gens]) for s in range(shards)]  # shard s: every run's stream s
+    run_axis = -(first.family.event_dims + 2)  # of every tensor drawn: (R, batch, D) or (R, batch, D, C)
+    noise = [for_runs([gens[s] for gens in noise_gens], run_axis) for s in range(shards)]  # shard s: each run's s
     mine = parallel.my_shards(shards)  # all of them alone; this process's one under torchrun
     controls = control_parameters(estimators)  # learned by the estimators, outside DDP
     metric = "train_elbo" if first.objective == "elbo" else "train_bound"
