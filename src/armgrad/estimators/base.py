@@ -205,7 +205,7 @@ class Estimator(ABC):
         """Where the logits' first dim (the runs of a batch) lies in this estimator's noise, from the end:
         the noise shape of logits whose first dim has a size no other dim has."""
         probe = 7919  # a prime: no budget, batch or event size of a real call
-        shape = self.noise_shape(num_samples, (probe, *logits_shape[1:]), **options)
+        shape = self.noise_shape(num_samples, torch.Size((probe, *logits_shape[1:])), **options)
         assert shape is not None and list(shape).count(probe) == 1, (self.name, shape)
         return list(shape).index(probe) - len(shape)
 
