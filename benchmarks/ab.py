@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import io
 import json
 import subprocess
@@ -73,6 +74,16 @@ def grad_cases(mods: dict, args) -> tuple[dict, dict]:
     return cases, keys
 
 
+def _step_loss(training_loss):
+    """``training_loss`` as ``(model, x, estimators, num_samples, generator)``, whichever signature the revision
+    has: ``(model, x, generator, *, estimators, num_samples)`` now, all positional in older revisions."""
+    if list(inspect.signature(training_loss).parameters)[2] == "generator":
+        return lambda model, x, estimators, budget, gen: training_loss(
+            model, x, gen, estimators=estimators, num_samples=budget
+        )
+    return training_loss
+
+
 def step_cases(mods: dict, args):
     from armgrad.models.vae import DiscreteVAE
 
@@ -80,7 +91,7 @@ def step_cases(mods: dict, args):
     model = DiscreteVAE("linear", x.mean(0).cpu()).to(args.device)
     cases, keys = {"floor": lambda: suite.floor_step(model, x, model.num_layers * args.budget, gen)}, {}
     for version, mod in mods.items():
-        loss = importlib.import_module(f"{mod.__name__}.experiments.vae").training_loss
+        loss = _step_loss(importlib.import_module(f"{mod.__name__}.experiments.vae").training_loss)
         for name in args.step_estimators:
             budget = mod.ESTIMATORS[name].valid_budget(args.budget)
             cases[f"{version}: {name}"] = lambda loss=loss, name=name, budget=budget: loss(

@@ -32,7 +32,7 @@ def one(mode: str, device: str, steps: int, dataset: str, data_dir: str | None) 
 
     from armgrad.data import load_dataset
     from armgrad.experiments.training import adam
-    from armgrad.experiments.vae import run_losses
+    from armgrad.experiments.vae import training_loss
     from armgrad.models.vae import DiscreteVAE
 
     torch.set_num_threads(1)
@@ -45,7 +45,7 @@ def one(mode: str, device: str, steps: int, dataset: str, data_dir: str | None) 
         adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
         torch.optim.SGD([model.prior_logits], lr=1e-2),
     ]
-    loss_fn = partial(run_losses, model, estimators=["disarm"], num_samples=2)
+    loss_fn = partial(training_loss, model, estimators=["disarm"], num_samples=2)
     if mode == "loss":
         loss_fn = torch.compile(loss_fn, dynamic=False)
     noise, batches = torch.Generator(device).manual_seed(1), torch.Generator().manual_seed(0)

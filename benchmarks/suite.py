@@ -292,7 +292,7 @@ def _batch(args, seed=0):
 
 def training_step(model, x, estimators, budget, generator) -> None:
     """The loss and backward pass of one step, and the learned controls' variance gradient (no optimiser)."""
-    training_loss(model, x, estimators, budget, generator).backward()
+    training_loss(model, x, generator, estimators=estimators, num_samples=budget).backward()
     for e in estimators:
         if isinstance(e, LearnedControlEstimator):
             e.backward_variance()
@@ -332,7 +332,9 @@ def bench_layers(args) -> dict:
         model = DiscreteVAE("linear" if layers == 1 else f"linear{layers}", x.mean(0).cpu()).to(args.device)
         cases = {
             "unit": lambda model=model: floor_step(model, x, 1, gen),
-            "arm": lambda model=model, layers=layers: training_loss(model, x, ["arm"] * layers, 2, gen).backward(),
+            "arm": lambda model=model, layers=layers: training_loss(
+                model, x, gen, estimators=["arm"] * layers, num_samples=2
+            ).backward(),
         }
         medians = interleaved(
             cases, args.repeats, args.device, before=lambda model=model: model.zero_grad(set_to_none=True)
@@ -538,7 +540,7 @@ def bench_profile(args) -> dict:
 
     from armgrad.data import load_dataset
     from armgrad.experiments.training import adam
-    from armgrad.experiments.vae import negative_bound
+    from armgrad.experiments.vae import training_loss as loss
 
     data = load_dataset(args.dataset, args.data_dir)
     torch.manual_seed(0)
@@ -553,7 +555,7 @@ def bench_profile(args) -> dict:
         x = data.train_batch(torch.randint(data.train.shape[0], (args.batch,), generator=data_gen), data_gen)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        negative_bound(model, x.to(args.device), ["disarm"], args.budget, noise_gen).mean().backward()
+        loss(model, x.to(args.device), noise_gen, estimators=["disarm"], num_samples=args.budget).backward()
         for optimizer in optimizers:
             optimizer.step()
 
@@ -621,7 +623,7 @@ def bench_variance(args) -> dict:
         budget = ESTIMATORS[est].valid_budget(args.budget)
         variances[est] = encoder_gradient_variance(model, x, estimators, budget, args.variance_draws, gen)
         cases[est] = lambda estimators=estimators, budget=budget: training_loss(
-            model, x, estimators, budget, gen
+            model, x, gen, estimators=estimators, num_samples=budget
         ).backward()
     medians = interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
     rows = []

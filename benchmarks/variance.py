@@ -79,7 +79,7 @@ def train_controls(model, data, estimators, k, steps, lr, batch, generator, devi
     for _ in range(steps):
         x = data.train_batch(torch.randint(data.train.shape[0], (batch,), generator=data_gen), data_gen).to(device)
         optimizer.zero_grad()
-        training_loss(model, x, estimators, k, generator)
+        training_loss(model, x, generator, estimators=estimators, num_samples=k)
         for e in learned:
             e.backward_variance()
         optimizer.step()
@@ -94,7 +94,7 @@ def gradient_variance(model, x, estimators, k, draws, groups, generator) -> tupl
             e.eval()
     grads = []
     for _ in range(draws):
-        loss = training_loss(model, x, estimators, k, generator)
+        loss = training_loss(model, x, generator, estimators=estimators, num_samples=k)
         grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
     for p in params:
         p.requires_grad_(False)

@@ -63,7 +63,9 @@ def one_step(model_name, estimator, device="cpu", steps=2, watch=None):
         ):  # the forward and backward passes (Adam's step counter is a host scalar even on CUDA)
             losses.append(
                 backward_step(
-                    lambda xs, g: training_loss(vae, xs, estimators, 3 if estimator == "relax" else 2, g),
+                    lambda xs, g: training_loss(
+                        vae, xs, g, estimators=estimators, num_samples=3 if estimator == "relax" else 2
+                    ),
                     batch,
                     gens,
                     [0],
@@ -92,7 +94,7 @@ def batched_step(device="cpu", watch=None):
     from armgrad._random import RunGenerators
     from armgrad.estimators import get_estimator
     from armgrad.experiments.mixture import RunMixture
-    from armgrad.experiments.vae import negative_bound
+    from armgrad.experiments.vae import training_loss
     from armgrad.models.stacked import stack
 
     models, mean = [], torch.rand(784) * 0.8 + 0.1
@@ -105,7 +107,7 @@ def batched_step(device="cpu", watch=None):
     x = (torch.rand(3, 50, 784) < 0.5).float().to(device, non_blocking=True)
     for _ in range(2):
         with watch or contextlib.nullcontext():
-            negative_bound(model, x, estimators, 2, noise).mean(-1).sum().backward()
+            training_loss(model, x, noise, estimators=estimators, num_samples=2).sum().backward()
 
 
 def test_study_training_step_reads_nothing_back(monkeypatch):

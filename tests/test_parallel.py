@@ -119,7 +119,9 @@ def test_one_shard_is_the_plain_single_process_step(tmp_path):
     model = DiscreteVAE("linear2", images.train_mean)
     data_gen = torch.Generator().manual_seed(3)
     x = images.train_batch(torch.randint(images.train.shape[0], (8,), generator=data_gen), data_gen)
-    loss = training_loss(model, x, ["disarm", "disarm"], 2, torch.Generator().manual_seed(noise_seed(3, 0)))
+    loss = training_loss(
+        model, x, torch.Generator().manual_seed(noise_seed(3, 0)), estimators=["disarm", "disarm"], num_samples=2
+    )
     assert results["train_elbo"] == pytest.approx(-loss.item(), rel=1e-6)
 
 

@@ -278,7 +278,7 @@ def test_the_categorical_training_gradient_is_the_exact_one_on_average():
     weight = vae.encoder[0][0].weight
 
     def gradient(estimator, num_samples, generator=None):
-        loss = training_loss(vae, x, [estimator], num_samples, generator)
+        loss = training_loss(vae, x, generator, estimators=[estimator], num_samples=num_samples)
         return torch.autograd.grad(loss, weight)[0].flatten()
 
     exact = gradient("exact", 9)

@@ -124,12 +124,14 @@ def importance_weighted_bound(
     return torch.cat(bounds)
 
 
-def negative_bound(model, x, estimators, num_samples, generator) -> torch.Tensor:
-    """The estimated negative ELBO per example ``(*batch)``, or with a multi-sample estimator the
-    negative ``num_samples``-sample bound; its gradient is the estimator's."""
+def training_loss(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
+    """The loss of one training step: the estimated negative ELBO (with a multi-sample estimator, the negative
+    ``num_samples``-sample bound), averaged over the examples of ``x`` ``(*runs, batch, 784)``: a scalar, or
+    ``(R,)`` for R runs side by side. Its gradient w.r.t. the encoder is the estimators', w.r.t. the
+    decoder and prior the pathwise gradient of the estimate."""
     if isinstance(estimators[0], multisample.MultiSampleEstimator):
-        return -multisample_bound(model, x, estimators[0], num_samples, generator)
-    return chain_estimate(
+        return -multisample_bound(model, x, estimators[0], num_samples, generator).mean(-1)
+    negative_elbo = chain_estimate(
         partial(model.negative_elbo, x),
         model.encoder_layers(),
         x,
@@ -138,11 +140,7 @@ def negative_bound(model, x, estimators, num_samples, generator) -> torch.Tensor
         generator=generator,
         family=model.family,
     )
-
-
-def training_loss(model, x, estimators, num_samples, generator) -> torch.Tensor:
-    """The mean of :func:`negative_bound` over the batch: the loss of one training step."""
-    return negative_bound(model, x, estimators, num_samples, generator).mean()
+    return negative_elbo.mean(-1)
 
 
 def multisample_bound(model, x, estimator, num_samples, generator) -> torch.Tensor:
@@ -169,7 +167,7 @@ def encoder_gradient_variance(model, x, estimators, num_samples, draws: int, gen
     grads = []
     with controls_frozen(estimators):
         for _ in range(draws):
-            loss = training_loss(model, x, estimators, num_samples, generator)
+            loss = training_loss(model, x, generator, estimators=estimators, num_samples=num_samples)
             grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
     return float(torch.stack(grads).var(0).mean())
 
@@ -272,7 +270,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         start, running = states[0]["step"], [s["running"] for s in states]
 
     # ---- the loop: batch, loss and gradient, step, log, evaluate, checkpoint ----
-    loss_fn = parallel.wrap(model, partial(run_losses, model, estimators=estimators, num_samples=first.num_samples))
+    loss_fn = parallel.wrap(model, partial(training_loss, model, estimators=estimators, num_samples=first.num_samples))
     run_axis = -(first.family.event_dims + 2)  # of every tensor drawn: (R, batch, D) or (R, batch, D, C)
     noise = [for_runs([gens[s] for gens in noise_gens], run_axis) for s in range(shards)]  # shard s: each run's s
     mine = parallel.my_shards(shards)  # all of them alone; this process's one under torchrun
@@ -357,11 +355,6 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         )
         for config, run in zip(configs, runs)
     ]
-
-
-def run_losses(model, x, generator, *, estimators, num_samples) -> torch.Tensor:
-    """Each run's training loss on its examples ``x`` ``(R, batch, 784)``: ``(R,)``; one run: a scalar."""
-    return negative_bound(model, x, estimators, num_samples, generator).mean(-1)
 
 
 def vae_optimizers(model, estimators, config) -> dict:
