@@ -48,20 +48,15 @@ def test_categorical_quickstart_runs():
     assert "| arsm | yes | 7 |" in namespace["report"].table()  # C(C-1)/2 + 1 = 7 evaluations at C = 4
 
 
-def test_pyro_quickstart_runs():
-    pytest.importorskip("pyro")
-    page = ROOT / "docs" / "guide" / "pyro.md"
-    block = next(b for b in python_blocks(page) if "armgrad.pyro" in b)
-    losses = run_blocks(page, [block])["losses"]
-    assert len(losses) == 200 and sum(losses[-20:]) < sum(losses[:20])  # it trains
-
-
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_example_of_the_site_runs(page):
     """Each page's ``python`` blocks in order, in one namespace (a page's later examples may use its earlier ones)."""
-    if "pyro" in page.read_text() and "import pyro" in page.read_text():
+    if "import pyro" in page.read_text():
         pytest.importorskip("pyro")
-    run_blocks(page, python_blocks(page))
+    namespace = run_blocks(page, python_blocks(page))
+    if "losses" in namespace:  # the Pyro guide's SVI loop: it trains
+        losses = namespace["losses"]
+        assert len(losses) == 200 and sum(losses[-20:]) < sum(losses[:20])
 
 
 # the modules the API reference documents (docs/api.md): every public name in them needs a docstring
