@@ -260,9 +260,9 @@ def test_lower_variance_than_trace_elbo():
 # ---- conventions ---------------------------------------------------------------------------------
 
 
-def test_loss_is_trace_elbo_loss_with_scale_subsampling_and_particles():
-    """``loss`` is the ancestral runs' -ELBO: Trace_ELBO's at the same seed, with poutine.scale, a
-    subsampled plate and several particles."""
+def test_loss_differentiable_loss_and_loss_and_grads_agree_at_one_seed():
+    """Pyro's contract for an ELBO: the three give the same -ELBO at the same seed (the mean over the ancestral
+    run and every branch), with poutine.scale, a subsampled plate and several particles."""
     data = torch.tensor([[1.0, 0.0, 1.0, 1.0]] * 10, dtype=torch.float64)
 
     def model():
@@ -277,10 +277,17 @@ def test_loss_is_trace_elbo_loss_with_scale_subsampling_and_particles():
             pyro.sample("z", dist.Bernoulli(logits=phi).to_event(1))
 
     for particles in (1, 3):
+        elbo = ap.ELBO("disarm", num_particles=particles)
         pyro.set_rng_seed(5)
-        theirs = Trace_ELBO(num_particles=particles).loss(model, guide)
+        loss = elbo.loss(model, guide)
         pyro.set_rng_seed(5)
-        assert ap.ELBO("disarm", num_particles=particles).loss(model, guide) == pytest.approx(theirs, rel=1e-12)
+        differentiable = elbo.differentiable_loss(model, guide)
+        pyro.set_rng_seed(5)
+        with_grads = elbo.loss_and_grads(model, guide)
+        assert loss == pytest.approx(differentiable.item(), rel=1e-12) and loss == pytest.approx(with_grads, rel=1e-12)
+        pyro.set_rng_seed(5)
+        ancestral = Trace_ELBO(num_particles=particles).loss(model, guide)
+        assert loss != pytest.approx(ancestral, rel=1e-6)  # the branches' runs are in it too
     assert math.isfinite(ap.ELBO("disarm", vectorize_branches=True).loss_and_grads(model, guide))
 
 
@@ -298,7 +305,7 @@ def test_the_value_with_the_gradient_is_unbiased(case, vectorize_branches):
     values = torch.tensor([elbo.loss_and_grads(model, guide, n) for _ in range(calls)])
     z = (values.mean() - truth) / (values.std() / calls**0.5)
     assert abs(z) < 5, (values.mean(), truth, z)
-    assert values.std() < torch.tensor([ap.ELBO().loss(model, guide, n) for _ in range(calls)]).std()
+    assert values.std() < torch.tensor([Trace_ELBO().loss(model, guide, n) for _ in range(calls)]).std()  # one run
 
 
 def test_probs_and_to_event_sites_and_vectorized_particles_are_unbiased():
@@ -456,3 +463,87 @@ def test_the_pyro_vae_example_runs(tmp_path, flags):
     assert result["steps"] == 4 and math.isfinite(result["test_elbo"]) and result["test_elbo"] < 0
     saved = torch.load(tmp_path / "vae.pt")
     assert saved["vae"]["encoder.weight"].shape == (200, 784) and saved["steps"] == 4
+
+
+# ---- what Pyro's own tests found (issue 24): no silent wrong gradient, one line for each refusal -----------
+
+
+@pytest.mark.parametrize("enumerate", ["sequential", "parallel"])
+def test_a_guide_configured_for_enumeration_gets_pyros_warning(enumerate):
+    def model():
+        z = pyro.sample("z", dist.Bernoulli(logits=torch.tensor(0.3)))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=torch.tensor(0.5))
+
+    def guide():
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))), infer={"enumerate": enumerate})
+
+    with pyro.validation_enabled(True), pytest.warns(UserWarning, match="you need to use TraceEnum_ELBO instead"):
+        ap.ELBO("disarm").loss_and_grads(model, guide)
+
+
+def test_branches_that_do_not_broadcast_get_one_line_naming_the_way_out():
+    def model():
+        z = pyro.sample("z", dist.Bernoulli(logits=torch.zeros(3)).to_event(1))
+        assert z.shape == (3,), "the model asserts its shapes"
+        pyro.sample("x", dist.Normal(z.sum(), 1.0), obs=torch.tensor(1.0))
+
+    def guide():
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.zeros(3))).to_event(1))
+
+    ap.ELBO("disarm", max_plate_nesting=0).loss_and_grads(model, guide)  # one branch after another: fine
+    with pytest.raises(
+        ValueError, match=r"vectorize_branches=True\): the 2 branches of site 'z'.*vectorize_branches=False"
+    ):
+        ap.ELBO("disarm", max_plate_nesting=0, vectorize_branches=True).loss_and_grads(model, guide)
+
+
+def spin_problem():
+    """A +-1 spin ``s`` (a Bernoulli moved to {-1, +1}) and a Bernoulli ``z`` in the guide; the exact gradient of
+    the ELBO w.r.t. the spin's logit by enumerating the four states."""
+    x = torch.tensor(2.5, dtype=torch.float64)
+
+    def spin(logit):
+        return dist.TransformedDistribution(dist.Bernoulli(logits=logit), [dist.transforms.AffineTransform(-1.0, 2.0)])
+
+    def model():
+        s = pyro.sample("s", spin(torch.tensor(0.4, dtype=torch.float64)))
+        z = pyro.sample("z", dist.Bernoulli(logits=torch.tensor(-0.2, dtype=torch.float64)))
+        pyro.sample("x", dist.Normal(s + z, 1.0), obs=x)
+
+    def guide():
+        pyro.sample("s", spin(pyro.param("psi", torch.tensor(0.5, dtype=torch.float64))))
+        pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.1, dtype=torch.float64))))
+
+    psi = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    q_s, q_z = torch.sigmoid(psi), torch.sigmoid(torch.tensor(0.1, dtype=torch.float64))
+    p_s, p_z = (
+        torch.sigmoid(torch.tensor(0.4, dtype=torch.float64)),
+        torch.sigmoid(torch.tensor(-0.2, dtype=torch.float64)),
+    )
+    elbo = 0.0
+    for s, z in itertools.product([-1.0, 1.0], [0.0, 1.0]):
+        qs, qz = (q_s if s > 0 else 1 - q_s), (q_z if z > 0 else 1 - q_z)
+        ps, pz = (p_s if s > 0 else 1 - p_s), (p_z if z > 0 else 1 - p_z)
+        log_p = ps.log() + pz.log() + dist.Normal(s + z, 1.0).log_prob(x)
+        elbo = elbo + qs * qz * (log_p - qs.log() - qz.log())
+    (exact,) = torch.autograd.grad(elbo, psi)
+    return model, guide, -exact
+
+
+def test_a_transformed_bernoulli_is_not_taken_for_a_bernoulli_site():
+    """A +-1 spin was once given the Bernoulli branches 0/1 (a silently wrong gradient with validation off):
+    it is refused as another kind of site, and with other_sites="score" gets the score term, unbiased."""
+    model, guide, exact = spin_problem()
+    with pyro.validation_enabled(False):
+        with pytest.raises(ValueError, match="site 's' .* is neither reparameterised nor Bernoulli"):
+            ap.ELBO("disarm").loss_and_grads(model, guide)
+        elbo = ap.ELBO("disarm", other_sites="score")
+        draws = []
+        for _ in range(4000):
+            pyro.clear_param_store()
+            elbo.loss_and_grads(model, guide)
+            draws.append(pyro.param("psi").grad.item())
+    draws = torch.tensor(draws, dtype=torch.float64)
+    z = (draws.mean() - exact) / (draws.std() / len(draws) ** 0.5)
+    assert abs(z) < 5, (draws.mean(), exact)
+    assert abs(exact) > 0.5 and abs(draws.mean() - exact) < 0.1 * abs(exact)

@@ -25,11 +25,15 @@ execution order). One particle runs the guide once (the ancestral sample) and th
 
 The branches of one site run one after the other (``S`` guide and model runs per site and
 particle), or with ``vectorize_branches=True`` as one run inside an extra plate; sites always run
-one after the other. ``loss_and_grads`` and ``differentiable_loss`` return the mean ``-ELBO`` over
-those runs; ``loss`` alone runs no branches and returns the ancestral run's ``-ELBO``
-(``Trace_ELBO``'s loss at the same seed). Both are unbiased, summed over plates and scaled by
-``poutine.scale`` and subsampling. Randomness comes from torch's global generator, so
-``pyro.set_rng_seed`` fixes it.
+one after the other. ``loss``, ``loss_and_grads`` and ``differentiable_loss`` return the mean
+``-ELBO`` over those runs, the same number at the same seed (Pyro's contract for an ELBO): unbiased,
+summed over plates and scaled by ``poutine.scale`` and subsampling. Randomness comes from torch's
+global generator, so ``pyro.set_rng_seed`` fixes it.
+
+Only wrappers that keep a Bernoulli's values (``Independent``/``.to_event``, ``.expand``, ``.mask``)
+make a Bernoulli site; a ``TransformedDistribution`` of a Bernoulli (a +-1 spin, say) takes other
+values and is another site (refused, or with ``other_sites="score"`` given the score term). Under
+validation, a guide configured for enumeration gets Pyro's warning, as ``Trace_ELBO`` gives it.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ from __future__ import annotations
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Bernoulli
+from pyro.distributions import Bernoulli, Independent
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.util import is_identically_zero
 from pyro.infer.elbo import ELBO as _PyroELBO
 from pyro.infer.util import MultiFrameTensor, is_validation_enabled, torch_item
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
-from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
+from pyro.util import check_if_enumerated, check_model_guide_match, check_site_shape, warn_if_nan
 
 from .estimators import get_estimator
 from .estimators.base import BINARY, BinaryPointEstimator, evaluate
@@ -52,11 +57,22 @@ __all__ = ["ELBO"]
 OTHER_SITES = ("error", "score")
 
 
+# the wrappers whose values are their base distribution's values: a Bernoulli inside them is a Bernoulli site
+VALUE_KEEPING = (Independent, ExpandedDistribution, MaskedDistribution)
+
+
 def bernoulli_of(fn):
-    """The ``Bernoulli`` inside ``fn`` (through ``.to_event``, ``.expand``, ``.mask``), or None."""
-    while not isinstance(fn, Bernoulli) and hasattr(fn, "base_dist"):
+    """The ``Bernoulli`` inside ``fn`` through wrappers that keep its values (``.to_event``, ``.expand``,
+    ``.mask``), or None: a transformed Bernoulli takes other values than 0 and 1."""
+    while not isinstance(fn, Bernoulli) and isinstance(fn, VALUE_KEEPING):
         fn = fn.base_dist
     return fn if isinstance(fn, Bernoulli) else None
+
+
+def first_line(error: BaseException, limit: int = 120) -> str:
+    """The first line of an error's message, at most ``limit`` characters: what a one-line refusal quotes."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else ""
 
 
 def _describe(site) -> str:
@@ -119,6 +135,8 @@ class ELBO(_PyroELBO):
         """The ancestral run: the guide's trace (with its subsample sites, for replaying) and the model's."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        if is_validation_enabled():
+            check_if_enumerated(guide_trace)  # a guide configured for enumeration is sampled here: say so
         self._check_sites(model_trace, guide_trace)
         full_guide = guide_trace
         guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
@@ -252,8 +270,18 @@ class ELBO(_PyroELBO):
                 )
             # all points in one run, along a plate left of every other
             pad = (1,) * (self.max_plate_nesting - len(batch_shape))
-            branches = pyro.plate("armgrad_branches", len(b), dim=-(self.max_plate_nesting + 1))
-            log_r, branch_frames = run(b.reshape(len(b), *pad, *value_shape), branches, count=len(b))
+            dim = -(self.max_plate_nesting + 1)
+            branches = pyro.plate("armgrad_branches", len(b), dim=dim)
+            try:
+                log_r, branch_frames = run(b.reshape(len(b), *pad, *value_shape), branches, count=len(b))
+            except (ValueError, RuntimeError, IndexError, AssertionError, TypeError) as error:
+                raise ValueError(
+                    f"armgrad.pyro.ELBO(vectorize_branches=True): the {len(b)} branches of site '{name}' run as "
+                    f"one run of the guide and the model inside a plate at dim {dim}, and the model or guide "
+                    f"does not broadcast over it ({type(error).__name__}: {first_line(error)}); the vectorised "
+                    "branches need a model and guide that broadcast over a leading dim: pass "
+                    "vectorize_branches=False to run them one after another"
+                ) from error
             out = torch.broadcast_to(torch.as_tensor(log_r.sum_to(branch_frames)), (len(b), *pad, *batch_shape))
             return out.reshape(len(b), *batch_shape)
 
@@ -270,15 +298,14 @@ class ELBO(_PyroELBO):
     # ---- Pyro's interface ---------------------------------------------------------------------
 
     def loss(self, model, guide, *args, **kwargs) -> float:
-        """An estimate of ``-ELBO`` (a float), from ``num_particles`` ancestral runs."""
-        elbo = 0.0
+        """The estimate of ``-ELBO`` (a float) that :meth:`loss_and_grads` returns at the same seed: the mean
+        over every run (ancestral and branches) of ``num_particles`` particles; no gradient."""
+        loss = 0.0
         with torch.no_grad():
-            for model_trace, (guide_trace, *_) in self._get_traces(model, guide, args, kwargs):
-                elbo += (
-                    torch_item(model_trace.log_prob_sum()) - torch_item(guide_trace.log_prob_sum())
-                ) / self.num_particles
-        warn_if_nan(-elbo, "loss")  # type: ignore[call-overload]  # a float: pyro checks it as it does tensors
-        return -elbo
+            for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
+                loss += self._particle(model_trace, guide_parts, args, kwargs)[0] / self.num_particles
+        warn_if_nan(loss, "loss")  # type: ignore[call-overload]  # a float: pyro checks it as it does tensors
+        return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """``-ELBO`` as a tensor whose gradient is the estimator's (Bernoulli sites) and pathwise (the rest)."""
