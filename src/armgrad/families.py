@@ -189,6 +189,13 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return shifted - shifted.exp().sum(-1, keepdim=True).log()
 
 
+def one_hot(index: torch.Tensor, categories: int, dtype: torch.dtype) -> torch.Tensor:
+    """The one-hot vectors ``(*index.shape, categories)`` of ``index`` as floats: ``F.one_hot`` without its range
+    check, which reads the indices back to the host (a wait on a GPU) and costs more than the scatter itself."""
+    out = torch.zeros((*index.shape, categories), dtype=dtype, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1), 1.0)
+
+
 def one_hot_argmax(scores: torch.Tensor) -> torch.Tensor:
     """The one-hot vector of ``argmax`` over the last dim, as floats of ``scores``' dtype."""
     return torch.zeros_like(scores).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
@@ -214,6 +221,7 @@ __all__ = [
     "Categorical",
     "Family",
     "log_softmax",
+    "one_hot",
     "one_hot_argmax",
     "softmax",
 ]

@@ -16,7 +16,7 @@ from abc import abstractmethod
 import torch
 import torch.nn.functional as F
 
-from ..families import CATEGORICAL, softmax
+from ..families import CATEGORICAL, one_hot, softmax
 from .base import BinaryPointEstimator, Budget, Combined, per_sample
 
 ORDERS = (None, "ascending", "descending")
@@ -91,7 +91,7 @@ class StickBreakingPairs(BinaryPointEstimator):
 
     @staticmethod
     def _one_hot(position, perm, logits):
-        z = F.one_hot(position, logits.shape[-1]).to(logits.dtype)
+        z = one_hot(position, logits.shape[-1], logits.dtype)
         return z if perm is None else torch.zeros_like(z).scatter_(-1, perm.expand(z.shape), z)
 
     def combine(self, fb, b, logits, noise, order=None) -> Combined:
@@ -188,7 +188,7 @@ class DisARMIW(StickBreakingPairs):
         s_m = torch.gather(s.expand(m.shape + s.shape[-1:]), -1, m.clamp(max=s.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
         w = torch.exp(log_w) * torch.maximum(s_m, 1 - s_m)  # (P, *batch, D)
         categories = p.shape[-1]
-        onehots = F.one_hot(z1, categories).to(p.dtype) - F.one_hot(z2, categories).to(p.dtype)
+        onehots = one_hot(z1, categories, p.dtype) - one_hot(z2, categories, p.dtype)
         return (diff * w.unsqueeze(-1) * onehots).mean(0)
 
 
@@ -244,7 +244,7 @@ class CARMS(BinaryPointEstimator):
         u = self._copula_uniforms(noise)
         position = (cum <= u.unsqueeze(-1)).sum(-1).clamp_(max=categories - 1)  # (M, *batch, D)
         index = torch.gather(perm.expand(*position.shape, categories), -1, position.unsqueeze(-1)).squeeze(-1)
-        return F.one_hot(index, categories).to(logits.dtype)
+        return one_hot(index, categories, logits.dtype)
 
     @staticmethod
     def _bounds(logits: torch.Tensor):
