@@ -372,7 +372,7 @@ def test_svi_trains_and_a_shared_parameter_gets_the_plates_sum():
 def test_errors_name_what_is_wrong():
     with pytest.raises(ValueError, match="even"):
         ap.ELBO("disarm", 3)
-    with pytest.raises(ValueError, match="gumbel.*binary points"):
+    with pytest.raises(ValueError, match="gumbel.*discrete points only"):
         ap.ELBO("gumbel")
     with pytest.raises(ValueError, match="rebar"):
         ap.ELBO("rebar")
@@ -390,35 +390,35 @@ def test_errors_name_what_is_wrong():
         y = pyro.sample("y", dist.Normal(0.0, 1.0))
         pyro.sample("x", dist.Normal(y, 1.0), obs=torch.tensor(0.5))
 
-    with pytest.raises(ValueError, match="no Bernoulli sample site.*Trace_ELBO"):
+    with pytest.raises(ValueError, match="no Bernoulli or categorical sample site.*Trace_ELBO"):
         ap.ELBO().loss(normal_model, normal_guide)
 
-    def categorical_guide():
-        pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+    def poisson_guide():
+        pyro.sample("c", dist.Poisson(torch.tensor(2.0)))
         pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))))
 
-    def categorical_model():
-        c = pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+    def poisson_model():
+        c = pyro.sample("c", dist.Poisson(torch.tensor(2.0)))
         z = pyro.sample("z", dist.Bernoulli(0.5))
         pyro.sample("x", dist.Normal(c + z, 1.0), obs=torch.tensor(1.0))
 
-    with pytest.raises(ValueError, match="site 'c' \\(Categorical\\).*other_sites='score'"):
-        ap.ELBO().loss(categorical_model, categorical_guide)
-    assert isinstance(ap.ELBO(other_sites="score").loss_and_grads(categorical_model, categorical_guide), float)
+    with pytest.raises(ValueError, match="site 'c' \\(Poisson\\).*other_sites='score'"):
+        ap.ELBO().loss(poisson_model, poisson_guide)
+    assert isinstance(ap.ELBO(other_sites="score").loss_and_grads(poisson_model, poisson_guide), float)
 
     def extra_guide():
-        pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+        pyro.sample("c", dist.Poisson(torch.tensor(2.0)))
         pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))))
         pyro.sample("w", dist.Bernoulli(0.5))
 
     with pytest.raises(ValueError, match="guide sites not in the model: \\['w'\\]"):
-        ap.ELBO(other_sites="score").loss(categorical_model, extra_guide)
+        ap.ELBO(other_sites="score").loss(poisson_model, extra_guide)
 
     def missing_guide():
         pyro.sample("z", dist.Bernoulli(logits=pyro.param("phi", torch.tensor(0.0))))
 
     with pytest.raises(ValueError, match="latent sites of the model not in the guide: \\['c'\\]"):
-        ap.ELBO().loss(categorical_model, missing_guide)
+        ap.ELBO().loss(poisson_model, missing_guide)
 
 
 def test_is_a_pyro_elbo():
@@ -547,3 +547,156 @@ def test_a_transformed_bernoulli_is_not_taken_for_a_bernoulli_site():
     z = (draws.mean() - exact) / (draws.std() / len(draws) ** 0.5)
     assert abs(z) < 5, (draws.mean(), exact)
     assert abs(exact) > 0.5 and abs(draws.mean() - exact) < 0.1 * abs(exact)
+
+
+# ---- categorical sites (issue 24, section 3): the categorical estimators with the same recipe --------------
+
+C_PHI0 = torch.tensor([0.4, -0.6, 0.9], dtype=torch.float64)
+C_PHI1 = torch.tensor([-0.2, 0.7, 0.1, -1.0], dtype=torch.float64)
+C_W0 = torch.tensor([1.2, -0.8, 0.3], dtype=torch.float64)
+C_W1 = torch.tensor([[0.5, -1.1, 0.9, 0.2], [1.4, 0.3, -0.6, -0.9], [-0.7, 0.8, 0.4, 1.3]], dtype=torch.float64)
+
+
+def categorical_guide(n, one_hot=False, normals=False):
+    phi0, phi1 = per_element("cphi0", C_PHI0, n), per_element("cphi1", C_PHI1, n)
+    if normals:
+        m = per_element("cm", torch.tensor([0.3, -0.2], dtype=torch.float64), n)
+    with pyro.plate("data", n, dim=-1):
+        y = pyro.sample("y", dist.Normal(m[:, 0], 1.0)) if normals else 0.0
+        logits0 = phi0 + 0.5 * torch.as_tensor(y).unsqueeze(-1) * C_W0
+        if one_hot:
+            c0 = pyro.sample("c0", dist.OneHotCategorical(logits=logits0)).argmax(-1)
+        else:
+            c0 = pyro.sample("c0", dist.Categorical(logits=logits0))
+        c1 = pyro.sample("c1", dist.Categorical(logits=phi1 + C_W1[c0]))  # the second layer reads the first
+        if normals:
+            pyro.sample("u", dist.Normal(m[:, 1] + C_W1[0][c1], 1.0))
+
+
+def categorical_model(n, one_hot=False, normals=False):
+    with pyro.plate("data", n, dim=-1):
+        y = pyro.sample("y", dist.Normal(0.0, 1.0)) if normals else 0.0
+        prior0 = torch.tensor([0.2, -0.4, 0.1], dtype=torch.float64)
+        if one_hot:
+            c0 = pyro.sample("c0", dist.OneHotCategorical(logits=prior0)).argmax(-1)
+        else:
+            c0 = pyro.sample("c0", dist.Categorical(logits=prior0))
+        c1 = pyro.sample("c1", dist.Categorical(logits=C_W1[(c0 + 1) % 3]))
+        u = pyro.sample("u", dist.Normal(0.5 * C_W0[c0], 1.0)) if normals else 0.0
+        s = C_W0[c0] * C_W1[2][c1] + (c0 == c1).double() - 0.4 * c1 + 0.5 * y - 0.3 * u
+        pyro.sample("x", dist.Bernoulli(logits=decode(s)).to_event(1), obs=X.expand(n, 4))
+
+
+CATEGORICAL_CASES = {
+    "categorical, two layers": (categorical_model, categorical_guide, False),
+    "one-hot then categorical": (
+        lambda n: categorical_model(n, one_hot=True),
+        lambda n: categorical_guide(n, one_hot=True),
+        False,
+    ),
+    "categorical, Normal before and after": (
+        lambda n: categorical_model(n, normals=True),
+        lambda n: categorical_guide(n, normals=True),
+        True,
+    ),
+}
+
+
+def categorical_draws(case, estimator, n, vectorize_branches=False):
+    from armgrad import categorical
+
+    model, guide, _ = CATEGORICAL_CASES[case]
+    budget = categorical.ESTIMATORS[estimator].valid_budget(2, (1, 4))
+    elbo = ap.ELBO(estimator, budget, max_plate_nesting=1, vectorize_branches=vectorize_branches)
+    return gradients(elbo, model, guide, n)
+
+
+def categorical_reference(case):
+    model, guide, noisy = CATEGORICAL_CASES[case]
+    return reference(model, guide, 20000 if noisy else 1), noisy
+
+
+@pytest.mark.parametrize("case", list(CATEGORICAL_CASES))
+def test_categorical_sites_get_categorical_disarm_unbiased_against_traceenum(case):
+    ref, noisy = categorical_reference(case)
+    z = z_scores(categorical_draws(case, "disarm", 6000, vectorize_branches=noisy), ref, noisy)
+    assert z.abs().max() < 5, f"disarm on {case}: max |z| = {z.abs().max():.2f}\n{z}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vectorize_branches", [False, True], ids=["branches-looped", "branches-vectorized"])
+@pytest.mark.parametrize("case", list(CATEGORICAL_CASES))
+@pytest.mark.parametrize("estimator", ap.binary_point_estimators(ap.CATEGORICAL))
+def test_every_categorical_estimator_is_unbiased_against_traceenum(case, estimator, vectorize_branches):
+    ref, noisy = categorical_reference(case)
+    z = z_scores(categorical_draws(case, estimator, 20000, vectorize_branches), ref, noisy)
+    assert z.abs().max() < 5, f"{estimator} on {case}: max |z| = {z.abs().max():.2f}\n{z}"
+
+
+def test_a_wrong_categorical_estimator_is_caught():
+    class Scaled(type(__import__("armgrad").categorical.ESTIMATORS["disarm"])):
+        name = "scaled_disarm"
+
+        def combine(self, fb, b, logits, noise, **options):
+            return Combined(super().combine(fb, b, logits, noise, **options).grad * 1.1)
+
+    ref, _ = categorical_reference("categorical, two layers")
+    model, guide, _ = CATEGORICAL_CASES["categorical, two layers"]
+    z = z_scores(gradients(ap.ELBO(Scaled(), 2, max_plate_nesting=1), model, guide, 6000), ref, False)
+    assert z.abs().max() > 5
+
+
+def test_a_site_chooses_its_estimator_in_its_infer_dict():
+    def guide():
+        phi = pyro.param("phi", torch.zeros(3, dtype=torch.float64))
+        pyro.sample("c", dist.Categorical(logits=phi), infer={"armgrad": {"estimator": "arsm", "num_samples": 4}})
+        pyro.sample("z", dist.Bernoulli(logits=phi[0]))
+
+    def model():
+        c = pyro.sample("c", dist.Categorical(logits=torch.zeros(3, dtype=torch.float64)))
+        z = pyro.sample("z", dist.Bernoulli(torch.tensor(0.5, dtype=torch.float64)))
+        pyro.sample("x", dist.Normal(c + z, 1.0), obs=torch.tensor(1.0, dtype=torch.float64))
+
+    elbo = ap.ELBO("disarm")
+    trace = poutine.trace(guide).get_trace()
+    est, budget = elbo.site_estimator(trace.nodes["c"])
+    assert (est.name, est.family, budget) == ("arsm", ap.CATEGORICAL, 4)
+    est, budget = elbo.site_estimator(trace.nodes["z"])
+    assert (est.name, est.family, budget) == ("disarm", ap.BERNOULLI, 2)
+    assert math.isfinite(elbo.loss_and_grads(model, guide))
+    with pytest.raises(ValueError, match="at site 'c'.*multiple of 4"):  # C(C-1)/2 + 1 = 4 at C = 3
+        ap.ELBO("disarm").loss_and_grads(
+            model,
+            lambda: (
+                pyro.sample(
+                    "c",
+                    dist.Categorical(logits=torch.zeros(3, dtype=torch.float64)),
+                    infer={"armgrad": {"estimator": "arsm", "num_samples": 6}},
+                ),
+                pyro.sample("z", dist.Bernoulli(torch.tensor(0.5, dtype=torch.float64))),
+            ),
+        )
+
+    def plain_guide():
+        pyro.sample("c", dist.Categorical(logits=torch.zeros(3, dtype=torch.float64)))
+        pyro.sample("z", dist.Bernoulli(torch.tensor(0.5, dtype=torch.float64)))
+
+    with pytest.raises(ValueError, match="at site 'c'.*has no categorical form"):
+        ap.ELBO("arms").loss_and_grads(model, plain_guide)
+
+
+@pytest.mark.slow
+def test_the_gaussian_mixture_example_runs():
+    """examples/pyro_gmm.py: categorical assignments trained with armgrad.pyro.ELBO, the variance table printed."""
+    example = Path(__file__).parent.parent / "examples" / "pyro_gmm.py"
+    result = subprocess.run(
+        [sys.executable, str(example), "--steps", "5", "--draws", "4"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["trained_with"] == "armgrad.pyro.ELBO(disarm)" and math.isfinite(summary["exact_negative_elbo"])
+    assert set(summary["assignment_gradient_variance"]) == {
+        "armgrad.pyro.ELBO(disarm)",
+        "armgrad.pyro.ELBO(reinforce_loo)",
+        "TraceGraph_ELBO(num_particles=3)",
+    }

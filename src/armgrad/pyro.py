@@ -1,4 +1,4 @@
-"""ARM and its family for Pyro: an ELBO whose Bernoulli guide sites get armgrad's estimators.
+"""ARM and its family for Pyro: an ELBO whose Bernoulli and categorical guide sites get armgrad's estimators.
 
 ``armgrad.pyro.ELBO(estimator="disarm", num_samples=2)`` is a :class:`pyro.infer.ELBO`: pass it to
 ``SVI`` where ``Trace_ELBO()`` or ``TraceGraph_ELBO()`` would go. Install with
@@ -20,8 +20,16 @@ execution order). One particle runs the guide once (the ancestral sample) and th
 - Every run made (the ancestral one and each branch) is a draw from the guide, so the value and
   the pathwise part of the gradient (the model's parameters, reparameterised sites) are their mean,
   as ``armgrad.network.chain_estimate`` does: every run paid for trains the model.
-- Any other non-reparameterised site (Categorical, Poisson, ...) is refused, unless
-  ``other_sites="score"``: then it gets ``Trace_ELBO``'s score-function term.
+- Every non-reparameterised ``Categorical`` or ``OneHotCategorical`` site gets the same recipe with the
+  categorical form of the estimator (``armgrad.categorical``): its points are one-hot vectors of the
+  site's ``C`` categories (written into the site as indices for a ``Categorical``), its logits
+  ``(*batch, D, C)`` with ``D`` the elements of the site's event.
+- A site may choose its own estimator and budget in Pyro's ``infer`` dict,
+  ``infer={"armgrad": {"estimator": "arsm", "num_samples": 4}}``; the constructor's are the default,
+  looked up in each site's family (``"disarm"`` is binary DisARM at a Bernoulli site, categorical
+  DisARM at a categorical one).
+- Any other non-reparameterised site (Poisson, ...) is refused, unless ``other_sites="score"``: then
+  it gets ``Trace_ELBO``'s score-function term.
 
 The branches of one site run one after the other (``S`` guide and model runs per site and
 particle), or with ``vectorize_branches=True`` as one run inside an extra plate; sites always run
@@ -41,7 +49,7 @@ from __future__ import annotations
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Bernoulli, Independent
+from pyro.distributions import Bernoulli, Categorical, Independent, OneHotCategorical
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.util import is_identically_zero
 from pyro.infer.elbo import ELBO as _PyroELBO
@@ -51,6 +59,7 @@ from pyro.util import check_if_enumerated, check_model_guide_match, check_site_s
 
 from .estimators import get_estimator
 from .estimators.base import BINARY, BinaryPointEstimator, evaluate
+from .families import BERNOULLI, CATEGORICAL
 
 __all__ = ["ELBO"]
 
@@ -61,12 +70,49 @@ OTHER_SITES = ("error", "score")
 VALUE_KEEPING = (Independent, ExpandedDistribution, MaskedDistribution)
 
 
-def bernoulli_of(fn):
-    """The ``Bernoulli`` inside ``fn`` through wrappers that keep its values (``.to_event``, ``.expand``,
-    ``.mask``), or None: a transformed Bernoulli takes other values than 0 and 1."""
-    while not isinstance(fn, Bernoulli) and isinstance(fn, VALUE_KEEPING):
+def discrete_of(fn):
+    """The ``Bernoulli``, ``Categorical`` or ``OneHotCategorical`` inside ``fn`` through wrappers that keep its
+    values (``.to_event``, ``.expand``, ``.mask``), or None: a transformed one takes other values."""
+    while not isinstance(fn, (Bernoulli, Categorical, OneHotCategorical)) and isinstance(fn, VALUE_KEEPING):
         fn = fn.base_dist
-    return fn if isinstance(fn, Bernoulli) else None
+    return fn if isinstance(fn, (Bernoulli, Categorical, OneHotCategorical)) else None
+
+
+def bernoulli_of(fn):
+    """The ``Bernoulli`` inside ``fn`` through wrappers that keep its values, or None."""
+    inner = discrete_of(fn)
+    return inner if isinstance(inner, Bernoulli) else None
+
+
+def family_of_site(site):
+    """The family armgrad estimates a guide site with: Bernoulli, categorical, or None (another kind of site)."""
+    if (
+        site["type"] != "sample"
+        or site["is_observed"]
+        or site_is_subsample(site)
+        or site["fn"].has_rsample
+        or (inner := discrete_of(site["fn"])) is None
+    ):
+        return None
+    return BERNOULLI if isinstance(inner, Bernoulli) else CATEGORICAL
+
+
+def check_estimator(estimator, family, num_samples, where: str = ""):
+    """The estimator ``estimator`` names in ``family``, if armgrad.pyro can use it there at this budget;
+    else one line saying why (``where``: the site, for a per-site choice)."""
+    try:
+        est = get_estimator(estimator, family)
+    except ValueError as error:
+        raise ValueError(f"armgrad.pyro.ELBO{where}: {error}") from None
+    if not isinstance(est, BinaryPointEstimator) or est.needs_df_db or est.learned:
+        how = {True: "differentiates the objective (df/db)"}.get(est.needs_df_db) or (
+            "learns control parameters" if est.learned else f"evaluates the objective at {est.evaluates_f_at} points"
+        )
+        raise ValueError(
+            f"armgrad.pyro.ELBO{where}: estimator '{est.name}' {how}; armgrad.pyro uses estimators that evaluate "
+            f"it at discrete points only: {', '.join(binary_point_estimators(family))}"
+        )
+    return est
 
 
 def first_line(error: BaseException, limit: int = 120) -> str:
@@ -80,15 +126,17 @@ def _describe(site) -> str:
 
 
 class ELBO(_PyroELBO):
-    """``-ELBO`` and its gradient, with armgrad's ``estimator`` at every Bernoulli site of the guide.
+    """``-ELBO`` and its gradient, with armgrad's ``estimator`` at every Bernoulli and categorical site of the guide.
 
     Args:
-        estimator: a name from ``armgrad.ESTIMATORS`` (or an estimator object) that evaluates the
-            objective at binary points and does not differentiate it: ``arm``, ``disarm``, ``ar``,
-            ``arms``, ``reinforce``, ``reinforce_loo``.
-        num_samples: the budget, in runs of the guide's later sites and the model per Bernoulli site
-            and particle (even for pair estimators), as in :func:`armgrad.estimate`.
-        other_sites: ``"error"`` (default) refuses non-reparameterised sites that are not Bernoulli;
+        estimator: a name (or an estimator object) that evaluates the objective at discrete points and does
+            not differentiate it: at Bernoulli sites ``arm``, ``disarm``, ``ar``, ``arms``, ``reinforce``,
+            ``reinforce_loo``; at categorical sites its categorical form (``disarm``, ``disarm_iw``,
+            ``carms``, ``arsm``, ``ars``, ``reinforce_loo``, ...). A site's ``infer["armgrad"]`` overrides it.
+        num_samples: the budget, in runs of the guide's later sites and the model per site and particle
+            (even for pair estimators; ARSM's multiples of ``C(C-1)/2 + 1``), as in :func:`armgrad.estimate`.
+        other_sites: ``"error"`` (default) refuses non-reparameterised sites that are not Bernoulli or
+            categorical;
             ``"score"`` gives them Pyro's score-function term.
         vectorize_branches: run the ``num_samples`` branches of a site as one run of the guide and the
             model, inside a plate left of every other (as ``vectorize_particles`` does for particles);
@@ -106,22 +154,22 @@ class ELBO(_PyroELBO):
         vectorize_branches: bool = False,
         **pyro_elbo_options,
     ):
-        est = get_estimator(estimator)
-        if not isinstance(est, BinaryPointEstimator) or est.needs_df_db or est.learned:
-            how = {True: "differentiates the objective (df/db)"}.get(est.needs_df_db) or (
-                "learns control parameters"
-                if est.learned
-                else f"evaluates the objective at {est.evaluates_f_at} points"
-            )
-            raise ValueError(
-                f"armgrad.pyro.ELBO: estimator '{est.name}' {how}; armgrad.pyro uses estimators that evaluate "
-                f"it at binary points only: {', '.join(binary_point_estimators())}"
-            )
-        est.check_budget(num_samples)
+        forms, refusals = {}, []  # the estimator in each family that has it (a name may have both, e.g. disarm)
+        for family in (BERNOULLI, CATEGORICAL):
+            try:
+                forms[family] = check_estimator(estimator, family, num_samples)
+            except ValueError as error:
+                refusals.append(error)
+        if not forms:
+            raise refusals[0]  # the Bernoulli form's reason first, as the name was looked up there first
+        est = next(iter(forms.values()))
+        if est.family is BERNOULLI:
+            est.check_budget(num_samples)  # a categorical budget depends on each site's C: checked there
         if other_sites not in OTHER_SITES:
             raise ValueError(f"armgrad.pyro.ELBO: other_sites must be one of {OTHER_SITES}, got {other_sites!r}")
         super().__init__(**pyro_elbo_options)
-        self.estimator = est
+        self.estimator = est  # the default, in its first family; each site gets its family's form (site_estimator)
+        self.default = estimator
         self.num_samples = num_samples
         self.other_sites = other_sites
         self.vectorize_branches = vectorize_branches
@@ -184,12 +232,14 @@ class ELBO(_PyroELBO):
             )
         if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
-        bernoulli = [site for site in guide_trace.nodes.values() if _is_bernoulli_site(site)]
-        if not bernoulli:
+        discrete = [site for site in guide_trace.nodes.values() if family_of_site(site) is not None]
+        if not discrete:
             raise ValueError(
-                "armgrad.pyro.ELBO: the guide has no Bernoulli sample site, so armgrad has nothing "
+                "armgrad.pyro.ELBO: the guide has no Bernoulli or categorical sample site, so armgrad has nothing "
                 "to estimate; use pyro.infer.Trace_ELBO"
             )
+        for site in discrete:
+            self.site_estimator(site)  # every site's estimator and budget, checked before any branch runs
         if self.other_sites == "error":
             for site in guide_trace.nodes.values():
                 if (
@@ -197,13 +247,33 @@ class ELBO(_PyroELBO):
                     and not site["is_observed"]
                     and not site_is_subsample(site)
                     and not site["fn"].has_rsample
-                    and not _is_bernoulli_site(site)
+                    and family_of_site(site) is None
                 ):
                     raise ValueError(
-                        f"armgrad.pyro.ELBO: {_describe(site)} is neither reparameterised nor Bernoulli; armgrad "
-                        "estimates Bernoulli sites only. Pass other_sites='score' to give it Pyro's "
+                        f"armgrad.pyro.ELBO: {_describe(site)} is neither reparameterised nor Bernoulli nor "
+                        "categorical; armgrad estimates those. Pass other_sites='score' to give it Pyro's "
                         "score-function gradient, or enumerate it with TraceEnum_ELBO"
                     )
+
+    def site_estimator(self, site):
+        """``(estimator, num_samples)`` for a Bernoulli or categorical guide site: the site's own choice,
+        ``infer={"armgrad": {"estimator": ..., "num_samples": ...}}``, else the constructor's, in the site's
+        family; the budget checked against the site's shape."""
+        choice = site["infer"].get("armgrad", {})
+        unknown = set(choice) - {"estimator", "num_samples"}
+        where = f" at site '{site['name']}'"
+        if unknown:
+            raise ValueError(
+                f"armgrad.pyro.ELBO{where}: infer['armgrad'] takes 'estimator' and 'num_samples', got {sorted(unknown)}"
+            )
+        family = family_of_site(site)
+        num_samples = choice.get("num_samples", self.num_samples)
+        est = check_estimator(choice.get("estimator", self.default), family, num_samples, where)
+        try:
+            est.check_budget(num_samples, family.event_shape(_site_logits(site).shape))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"armgrad.pyro.ELBO{where}: {error}") from None
+        return est, num_samples
 
     # ---- one particle -------------------------------------------------------------------------
 
@@ -225,7 +295,7 @@ class ELBO(_PyroELBO):
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
-            if _is_bernoulli_site(site):
+            if family_of_site(site) is not None:
                 logits, g = self._site_gradient(name, full_guide, model, guide, args, kwargs, total)
                 surrogate = surrogate + (g * logits).sum()
                 continue
@@ -237,13 +307,13 @@ class ELBO(_PyroELBO):
         return -total.elbo(), -(total.pathwise() + surrogate)
 
     def _site_gradient(self, name, full_guide, model, guide, args, kwargs, total):
-        """The site's logits ``(*batch, D)`` and the estimator's gradient of the ELBO w.r.t. them;
-        the branches' runs go into ``total``."""
+        """The site's logits (``(*batch, D)``, or ``(*batch, D, C)`` for a categorical site) and the estimator's
+        gradient of the ELBO w.r.t. them; the branches' runs go into ``total``."""
         site = full_guide.nodes[name]
-        fn = site["fn"]
         value_shape = site["value"].shape
-        batch_shape = value_shape[: len(value_shape) - len(fn.event_shape)]
-        logits = torch.broadcast_to(bernoulli_of(fn).logits, value_shape).reshape(*batch_shape, -1)
+        logits = _site_logits(site)
+        batch_shape = logits.shape[: len(logits.shape) - family_of_site(site).event_dims]
+        to_value = _value_maker(site)
         earlier = set(_sites_before(full_guide, name).nodes)  # their log q does not depend on the site
         held = self._held(full_guide, name)
         frames = site["cond_indep_stack"]
@@ -263,7 +333,7 @@ class ELBO(_PyroELBO):
                 return torch.stack(
                     [
                         torch.broadcast_to(
-                            torch.as_tensor(run(point.reshape(value_shape))[0].sum_to(frames)), batch_shape
+                            torch.as_tensor(run(to_value(point, value_shape))[0].sum_to(frames)), batch_shape
                         )
                         for point in b
                     ]
@@ -273,7 +343,7 @@ class ELBO(_PyroELBO):
             dim = -(self.max_plate_nesting + 1)
             branches = pyro.plate("armgrad_branches", len(b), dim=dim)
             try:
-                log_r, branch_frames = run(b.reshape(len(b), *pad, *value_shape), branches, count=len(b))
+                log_r, branch_frames = run(to_value(b, (len(b), *pad, *value_shape)), branches, count=len(b))
             except (ValueError, RuntimeError, IndexError, AssertionError, TypeError) as error:
                 raise ValueError(
                     f"armgrad.pyro.ELBO(vectorize_branches=True): the {len(b)} branches of site '{name}' run as "
@@ -285,10 +355,10 @@ class ELBO(_PyroELBO):
             out = torch.broadcast_to(torch.as_tensor(log_r.sum_to(branch_frames)), (len(b), *pad, *batch_shape))
             return out.reshape(len(b), *batch_shape)
 
-        est, phi = self.estimator, logits.detach()
-        noise = est.draw_noise(self.num_samples, phi)
+        (est, num_samples), phi = self.site_estimator(site), logits.detach()
+        noise = est.draw_noise(num_samples, phi)
         b = est.sample(phi, noise)
-        g = est.combine(evaluate(f, b).detach(), b, phi, noise).grad
+        g = est.combine(evaluate(f, b, est.family.event_dims).detach(), b, phi, noise).grad
         return logits, g
 
     def _held(self, full_guide, name):
@@ -361,14 +431,27 @@ class _Configurations:
         return self.surrogate / self.count
 
 
-def _is_bernoulli_site(site) -> bool:
-    return (
-        site["type"] == "sample"
-        and not site["is_observed"]
-        and not site_is_subsample(site)
-        and not site["fn"].has_rsample
-        and bernoulli_of(site["fn"]) is not None
-    )
+def _site_logits(site) -> torch.Tensor:
+    """A Bernoulli site's logits ``(*batch, D)`` (its event flattened to ``D`` units), or a categorical site's
+    ``(*batch, D, C)`` (``D`` variables: a ``Categorical``'s event elements, a ``OneHotCategorical``'s events
+    but the last dim), with their graph."""
+    fn, value_shape = site["fn"], site["value"].shape
+    inner = discrete_of(fn)
+    batch_shape = value_shape[: len(value_shape) - len(fn.event_shape)]
+    if isinstance(inner, Bernoulli):
+        return torch.broadcast_to(inner.logits, value_shape).reshape(*batch_shape, -1)
+    categories = inner.logits.shape[-1]
+    shape = value_shape if isinstance(inner, OneHotCategorical) else (*value_shape, categories)
+    return torch.broadcast_to(inner.logits, shape).reshape(*batch_shape, -1, categories)
+
+
+def _value_maker(site):
+    """``to_value(points, shape)``: estimator points (``(..., D)`` binary, ``(..., D, C)`` one-hot) as values of
+    the site of ``shape`` (indices for a ``Categorical``, in the dtype of the site's value)."""
+    inner, dtype = discrete_of(site["fn"]), site["value"].dtype
+    if isinstance(inner, Categorical):
+        return lambda points, shape: points.argmax(-1).to(dtype).reshape(shape)
+    return lambda points, shape: points.to(dtype).reshape(shape)
 
 
 def _log_ratio(model_trace, guide_trace, skip=frozenset()) -> MultiFrameTensor:
@@ -402,11 +485,14 @@ def _with_site(earlier, site, value):
     return held
 
 
-def binary_point_estimators() -> list:
-    from .estimators import ESTIMATORS, select
+def binary_point_estimators(family=BERNOULLI) -> list:
+    """The estimators of ``family`` that armgrad.pyro can use: they evaluate the objective at discrete points
+    only, without differentiating it or learning controls."""
+    from .estimators import REGISTRY, select
 
+    table = REGISTRY[family]
     return [
         name
-        for name in select(evaluates_f_at=BINARY, needs_df_db=False, learned=False)
-        if isinstance(ESTIMATORS[name], BinaryPointEstimator)
+        for name in select(table, evaluates_f_at=BINARY, needs_df_db=False, learned=False)
+        if isinstance(table[name], BinaryPointEstimator)
     ]
