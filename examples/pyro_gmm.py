@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     elbo = make_elbo(args.elbo, args.estimator)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=elbo)
     started = time.perf_counter()
-    for step in range(args.steps):
+    for _ in range(args.steps):
         svi.step(x)
     seconds = time.perf_counter() - started
     exact = TraceEnum_ELBO(max_plate_nesting=1).loss(config_enumerate(model), config_enumerate(guide), x, N)
