@@ -19,7 +19,9 @@ execution order). One particle runs the guide once (the ancestral sample) and th
   networks, earlier reparameterised sites).
 - Every run made (the ancestral one and each branch) is a draw from the guide, so the value and
   the pathwise part of the gradient (the model's parameters, reparameterised sites) are their mean,
-  as ``armgrad.network.chain_estimate`` does: every run paid for trains the model.
+  as ``armgrad.network.chain_estimate`` does: every run paid for trains the model. The exception is
+  an estimator that weights its points (IndeCateR sets each variable to every category): its
+  branches are not draws from the guide and give the site's gradient only.
 - Every non-reparameterised ``Categorical`` or ``OneHotCategorical`` site gets the same recipe with the
   categorical form of the estimator (``armgrad.categorical``): its points are one-hot vectors of the
   site's ``C`` categories (written into the site as indices for a ``Categorical``), its logits
@@ -324,7 +326,7 @@ class ELBO(_PyroELBO):
             branch_guide = poutine.trace(poutine.replay(wrap(guide), trace=at_value)).get_trace(*args, **kwargs)
             branch_model = poutine.trace(poutine.replay(wrap(model), trace=branch_guide)).get_trace(*args, **kwargs)
             branch_guide, branch_model = prune_subsample_sites(branch_guide), prune_subsample_sites(branch_model)
-            total.add(branch_model, branch_guide, count)
+            branch_runs.add(branch_model, branch_guide, count)
             log_r = _log_ratio(branch_model, branch_guide, skip=earlier)
             return log_r, branch_guide.nodes[name]["cond_indep_stack"]
 
@@ -356,9 +358,14 @@ class ELBO(_PyroELBO):
             return out.reshape(len(b), *batch_shape)
 
         (est, num_samples), phi = self.site_estimator(site), logits.detach()
+        branch_runs = _Configurations()
         noise = est.draw_noise(num_samples, phi)
         b = est.sample(phi, noise)
-        g = est.combine(evaluate(f, b, est.family.event_dims).detach(), b, phi, noise).grad
+        g, weights = est.combine(evaluate(f, b, est.family.event_dims).detach(), b, phi, noise)
+        if weights is None:  # every branch is a draw from the guide: its run counts in the value and pathwise terms
+            total.merge(branch_runs)
+        # else (IndeCateR: every category of every variable, weighted by its probability) the branches are not
+        # draws from the guide, and an equal-weight mean of their runs would be biased: they give g only
         return logits, g
 
     def _held(self, full_guide, name):
@@ -423,6 +430,12 @@ class _Configurations:
                 if not is_identically_zero(entropy):  # a reparameterised site's -log q, pathwise
                     self.surrogate = self.surrogate - entropy.sum()
         self.count += count
+
+    def merge(self, other: _Configurations) -> None:
+        """Add the runs of ``other``."""
+        self.count += other.count
+        self.value += other.value
+        self.surrogate = self.surrogate + other.surrogate
 
     def elbo(self) -> float:
         return self.value / self.count
