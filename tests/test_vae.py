@@ -50,24 +50,40 @@ def test_model_structure(model, layers):
         assert any(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.3 for m in vae.encoder[0])
 
 
-def test_importance_weighted_bound_approaches_the_exact_marginal_likelihood():
+def latent_states(categories):
+    """A tiny VAE and every state of its latents with their distribution: 4 binary units (16 states), or 2
+    variables of 3 categories (9 one-hot states)."""
+    if categories is None:
+        vae = DiscreteVAE("linear", torch.rand(784), units=4).double()
+        return (
+            vae,
+            torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64),
+            torch.distributions.Bernoulli,
+        )
+    vae = DiscreteVAE("linear", torch.rand(784), units=2, categories=categories).double()
+    states = torch.nn.functional.one_hot(torch.tensor(list(itertools.product(range(categories), repeat=2))), categories)
+    return vae, states.double(), torch.distributions.OneHotCategorical
+
+
+@pytest.mark.parametrize("categories", [None, 3], ids=["binary", "categorical"])
+def test_importance_weighted_bound_approaches_the_exact_marginal_likelihood(categories):
+    """log p(x) by enumeration of the latent states; K = 1 is the ELBO (unbiased), K -> infinity log p(x)."""
     torch.manual_seed(0)
-    vae = DiscreteVAE("linear", torch.rand(784), units=4).double()
+    vae, states, family = latent_states(categories)
     x = (torch.rand(6, 784, dtype=torch.float64) < 0.3).double()
-    states = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64)
-    log_joint = vae.log_joint(x, [states.unsqueeze(1).expand(16, 6, 4)])
-    exact = torch.logsumexp(log_joint, 0)  # log p(x) by enumeration of the 16 latent states
+    log_joint = vae.log_joint(x, [states.unsqueeze(1).expand(len(states), 6, *states.shape[1:])])
+    exact = torch.logsumexp(log_joint, 0)
     phi = vae.encoder_layers()[0](x)
-    log_q = torch.distributions.Bernoulli(logits=phi).log_prob(states.unsqueeze(1)).sum(-1)
+    log_q = family(logits=phi).log_prob(states.unsqueeze(1)).sum(-1)
     exact_elbo = (log_q.exp() * (log_joint - log_q)).sum(0)
     gen = torch.Generator().manual_seed(0)
     repeats = 4000
     one_sample = importance_weighted_bound(vae, x.repeat(repeats, 1), 1, gen, example_chunk=1000).view(repeats, 6)
     z = (one_sample.mean(0) - exact_elbo) / (one_sample.std(0) / repeats**0.5)
-    assert z.abs().max() < 5, z  # K = 1 is the ELBO, unbiased
+    assert z.abs().max() < 5, z
     big = importance_weighted_bound(vae, x, 5000, gen, example_chunk=4, sample_chunk=700)
     assert (exact_elbo < big).all()
-    torch.testing.assert_close(big, exact, atol=0.05, rtol=0)  # K -> infinity: log p(x)
+    torch.testing.assert_close(big, exact, atol=0.05, rtol=0)
 
 
 @pytest.mark.parametrize("model,estimator,num_samples", [("linear", "disarm", 2), ("linear2", "relax", 3)])
@@ -242,28 +258,6 @@ def test_categorical_model_samples_one_hot_and_scores_them_as_torch_does():
     middle = torch.distributions.OneHotCategorical(logits=top).log_prob(samples[0]).sum(-1)
     pixels = torch.distributions.Bernoulli(logits=vae.decoder[0](2 * samples[0].flatten(-2) - 1)).log_prob(x)
     torch.testing.assert_close(vae.log_joint(x, samples), prior + middle + pixels.sum(-1))
-
-
-def test_categorical_bound_approaches_the_exact_marginal_likelihood():
-    """Two variables of three categories: log p(x) by enumeration of the 9 states; K = 1 is the ELBO."""
-    torch.manual_seed(0)
-    vae = DiscreteVAE("linear", torch.rand(784), units=2, categories=3).double()
-    x = (torch.rand(4, 784, dtype=torch.float64) < 0.3).double()
-    states = torch.nn.functional.one_hot(
-        torch.tensor(list(itertools.product(range(3), repeat=2))), 3
-    ).double()  # (9, 2, 3)
-    log_joint = vae.log_joint(x, [states.unsqueeze(1).expand(9, 4, 2, 3)])
-    exact = torch.logsumexp(log_joint, 0)
-    phi = vae.encoder_layers()[0](x)
-    log_q = torch.distributions.OneHotCategorical(logits=phi).log_prob(states.unsqueeze(1)).sum(-1)
-    exact_elbo = (log_q.exp() * (log_joint - log_q)).sum(0)
-    gen = torch.Generator().manual_seed(0)
-    repeats = 4000
-    one_sample = importance_weighted_bound(vae, x.repeat(repeats, 1), 1, gen, example_chunk=1000).view(repeats, 4)
-    z = (one_sample.mean(0) - exact_elbo) / (one_sample.std(0) / repeats**0.5)
-    assert z.abs().max() < 5, z
-    big = importance_weighted_bound(vae, x, 3000, gen, example_chunk=4, sample_chunk=1000)
-    torch.testing.assert_close(big, exact, atol=0.05, rtol=0)
 
 
 @pytest.mark.slow
