@@ -48,6 +48,9 @@ validation, a guide configured for enumeration gets Pyro's warning, as ``Trace_E
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -179,84 +182,6 @@ class ELBO(_PyroELBO):
     def __repr__(self) -> str:
         return f"armgrad.pyro.ELBO(estimator={self.estimator.name!r}, num_samples={self.num_samples})"
 
-    # ---- traces -------------------------------------------------------------------------------
-
-    def _get_trace(self, model, guide, args, kwargs):
-        """The ancestral run: the guide's trace (with its subsample sites, for replaying) and the model's."""
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        if is_validation_enabled():
-            check_if_enumerated(guide_trace)  # a guide configured for enumeration is sampled here: say so
-        self._check_sites(model_trace, guide_trace)
-        full_guide = guide_trace
-        guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
-        model_trace.compute_log_prob()
-        guide_trace.compute_score_parts()
-        if is_validation_enabled():
-            for trace in (model_trace, guide_trace):
-                for site in trace.nodes.values():
-                    if site["type"] == "sample":
-                        check_site_shape(site, self.max_plate_nesting)
-        return model_trace, (guide_trace, full_guide, model, guide)
-
-    def _get_traces(self, model, guide, args, kwargs):
-        # the wrapped model and guide (particles vectorised) travel with the traces, for the branches
-        if (self.vectorize_particles or self.vectorize_branches) and self.max_plate_nesting == float("inf"):
-            self._guess_max_plate_nesting(model, guide, args, kwargs)
-        if self.vectorize_particles:
-            yield self._get_trace(
-                self._vectorized_num_particles(model), self._vectorized_num_particles(guide), args, kwargs
-            )
-        else:
-            for _ in range(self.num_particles):
-                yield self._get_trace(model, guide, args, kwargs)
-
-    def _check_sites(self, model_trace, guide_trace) -> None:
-        latent = {
-            name
-            for name, site in model_trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-        }
-        guided = {
-            name
-            for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-        }
-        if latent - guided:
-            raise ValueError(
-                f"armgrad.pyro.ELBO: latent sites of the model not in the guide: {sorted(latent - guided)}; "
-                "the guide must sample every latent site of the model"
-            )
-        if guided - latent:
-            raise ValueError(
-                f"armgrad.pyro.ELBO: guide sites not in the model: {sorted(guided - latent)}; "
-                "every sample site of the guide must be a latent site of the model"
-            )
-        if is_validation_enabled():
-            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting)
-        discrete = [site for site in guide_trace.nodes.values() if family_of_site(site) is not None]
-        if not discrete:
-            raise ValueError(
-                "armgrad.pyro.ELBO: the guide has no Bernoulli or categorical sample site, so armgrad has nothing "
-                "to estimate; use pyro.infer.Trace_ELBO"
-            )
-        for site in discrete:
-            self.site_estimator(site)  # every site's estimator and budget, checked before any branch runs
-        if self.other_sites == "error":
-            for site in guide_trace.nodes.values():
-                if (
-                    site["type"] == "sample"
-                    and not site["is_observed"]
-                    and not site_is_subsample(site)
-                    and not site["fn"].has_rsample
-                    and family_of_site(site) is None
-                ):
-                    raise ValueError(
-                        f"armgrad.pyro.ELBO: {_describe(site)} is neither reparameterised nor Bernoulli nor "
-                        "categorical; armgrad estimates those. Pass other_sites='score' to give it Pyro's "
-                        "score-function gradient, or enumerate it with TraceEnum_ELBO"
-                    )
-
     def site_estimator(self, site):
         """``(estimator, num_samples)`` for a Bernoulli or categorical guide site: the site's own choice,
         ``infer={"armgrad": {"estimator": ..., "num_samples": ...}}``, else the constructor's, in the site's
@@ -277,136 +202,234 @@ class ELBO(_PyroELBO):
             raise ValueError(f"armgrad.pyro.ELBO{where}: {error}") from None
         return est, num_samples
 
-    # ---- one particle -------------------------------------------------------------------------
+    # ---- Pyro's interface: the traces of one particle, and the three losses -------------------------
 
-    def _particle(self, model_trace, guide_parts, args, kwargs):
-        """``(-elbo, -surrogate)`` of one particle, each the mean over its configurations.
+    def _get_trace(self, model, guide, args, kwargs):
+        """One particle's model and guide traces, checked, as Pyro's ELBOs return them."""
+        run = ancestral_run(model, guide, args, kwargs, self.max_plate_nesting)
+        check_sites(run, self.other_sites, self.site_estimator, self.max_plate_nesting)
+        return run.model_trace, run.guide_trace
 
-        The configurations are the ancestral run and every branch of every Bernoulli site: each is
-        a draw from the guide, so the mean of their ``log p - log q`` estimates the ELBO, and the
-        mean of their pathwise terms (the model's log-probabilities, the reparameterised guide
-        sites' ``-log q``) is the pathwise part of its gradient, with every run paid for. The
-        Bernoulli sites' estimates ``g . logits`` and the score terms of ``other_sites="score"``
-        (from the ancestral run) are added once.
-        """
-        guide_trace, full_guide, model, guide = guide_parts
-        total = _Configurations()
-        total.add(model_trace, guide_trace)
-        surrogate = 0.0
-        log_r = None
-        for name, site in guide_trace.nodes.items():
-            if site["type"] != "sample" or site["is_observed"]:
-                continue
-            if family_of_site(site) is not None:
-                logits, g = self._site_gradient(name, full_guide, model, guide, args, kwargs, total)
-                surrogate = surrogate + (g * logits).sum()
-                continue
-            score = site["score_parts"].score_function
-            if not is_identically_zero(score):  # other_sites="score": Trace_ELBO's term
-                if log_r is None:
-                    log_r = _log_ratio(model_trace, guide_trace)
-                surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score).sum()
-        return -total.elbo(), -(total.pathwise() + surrogate)
+    def _runs(self, model, guide, args, kwargs):
+        """One :class:`AncestralRun` per particle (the model and guide vectorised over particles if asked)."""
+        if (self.vectorize_particles or self.vectorize_branches) and self.max_plate_nesting == float("inf"):
+            self._guess_max_plate_nesting(model, guide, args, kwargs)
+        if self.vectorize_particles:
+            model, guide = self._vectorized_num_particles(model), self._vectorized_num_particles(guide)
+        for _ in range(1 if self.vectorize_particles else self.num_particles):
+            run = ancestral_run(model, guide, args, kwargs, self.max_plate_nesting)
+            check_sites(run, self.other_sites, self.site_estimator, self.max_plate_nesting)
+            yield run
 
-    def _site_gradient(self, name, full_guide, model, guide, args, kwargs, total):
-        """The site's logits (``(*batch, D)``, or ``(*batch, D, C)`` for a categorical site) and the estimator's
-        gradient of the ELBO w.r.t. them; the branches' runs go into ``total``."""
-        site = full_guide.nodes[name]
-        value_shape = site["value"].shape
-        logits = _site_logits(site)
-        batch_shape = logits.shape[: len(logits.shape) - family_of_site(site).event_dims]
-        to_value = _value_maker(site)
-        earlier = set(_sites_before(full_guide, name).nodes)  # their log q does not depend on the site
-        held = self._held(full_guide, name)
-        frames = site["cond_indep_stack"]
-
-        def run(value, wrap=lambda fn: fn, count=1):
-            """``log p - log q`` of one run of the later guide sites and the model, with the site at ``value``."""
-            at_value = _with_site(held, site, value)
-            branch_guide = poutine.trace(poutine.replay(wrap(guide), trace=at_value)).get_trace(*args, **kwargs)
-            branch_model = poutine.trace(poutine.replay(wrap(model), trace=branch_guide)).get_trace(*args, **kwargs)
-            branch_guide, branch_model = prune_subsample_sites(branch_guide), prune_subsample_sites(branch_model)
-            branch_runs.add(branch_model, branch_guide, count)
-            log_r = _log_ratio(branch_model, branch_guide, skip=earlier)
-            return log_r, branch_guide.nodes[name]["cond_indep_stack"]
-
-        def f(b):  # (S, *batch, D) -> (S, *batch)
-            if not self.vectorize_branches:  # one run per point
-                return torch.stack(
-                    [
-                        torch.broadcast_to(
-                            torch.as_tensor(run(to_value(point, value_shape))[0].sum_to(frames)), batch_shape
-                        )
-                        for point in b
-                    ]
-                )
-            # all points in one run, along a plate left of every other
-            pad = (1,) * (self.max_plate_nesting - len(batch_shape))
-            dim = -(self.max_plate_nesting + 1)
-            branches = pyro.plate("armgrad_branches", len(b), dim=dim)
-            try:
-                log_r, branch_frames = run(to_value(b, (len(b), *pad, *value_shape)), branches, count=len(b))
-            except (ValueError, RuntimeError, IndexError, AssertionError, TypeError) as error:
-                raise ValueError(
-                    f"armgrad.pyro.ELBO(vectorize_branches=True): the {len(b)} branches of site '{name}' run as "
-                    f"one run of the guide and the model inside a plate at dim {dim}, and the model or guide "
-                    f"does not broadcast over it ({type(error).__name__}: {first_line(error)}); the vectorised "
-                    "branches need a model and guide that broadcast over a leading dim: pass "
-                    "vectorize_branches=False to run them one after another"
-                ) from error
-            out = torch.broadcast_to(torch.as_tensor(log_r.sum_to(branch_frames)), (len(b), *pad, *batch_shape))
-            return out.reshape(len(b), *batch_shape)
-
-        (est, num_samples), phi = self.site_estimator(site), logits.detach()
-        branch_runs = _Configurations()
-        noise = est.draw_noise(num_samples, phi)
-        b = est.sample(phi, noise)
-        g, weights = est.combine(evaluate(f, b, est.family.event_dims).detach(), b, phi, noise)
-        if weights is None:  # every branch is a draw from the guide: its run counts in the value and pathwise terms
-            total.merge(branch_runs)
-        # else (IndeCateR: every category of every variable, weighted by its probability) the branches are not
-        # draws from the guide, and an equal-weight mean of their runs would be biased: they give g only
-        return logits, g
-
-    def _held(self, full_guide, name):
-        """The sites a branch replays from the ancestral run: those before the site (subsample sites too)."""
-        return _sites_before(full_guide, name)
-
-    # ---- Pyro's interface ---------------------------------------------------------------------
+    def _particles(self, model, guide, args, kwargs):
+        """``(-elbo, -surrogate)`` of every particle, each divided by the number of particles."""
+        for run in self._runs(model, guide, args, kwargs):
+            loss, surrogate = particle(
+                run, args, kwargs, self.site_estimator, self.vectorize_branches, self.max_plate_nesting
+            )
+            yield loss / self.num_particles, surrogate / self.num_particles, run
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """The estimate of ``-ELBO`` (a float) that :meth:`loss_and_grads` returns at the same seed: the mean
         over every run (ancestral and branches) of ``num_particles`` particles; no gradient."""
-        loss = 0.0
         with torch.no_grad():
-            for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
-                loss += self._particle(model_trace, guide_parts, args, kwargs)[0] / self.num_particles
-        warn_if_nan(loss, "loss")  # type: ignore[call-overload]  # a float: pyro checks it as it does tensors
+            loss = sum(loss_p for loss_p, _, _ in self._particles(model, guide, args, kwargs))
+        warn_if_nan(loss, "loss")  # a float: pyro checks it as it does tensors
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """``-ELBO`` as a tensor whose gradient is the estimator's (Bernoulli sites) and pathwise (the rest)."""
+        """``-ELBO`` as a tensor whose gradient is the estimators' (discrete sites) and pathwise (the rest)."""
         loss, surrogate = 0.0, 0.0
-        for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
-            loss_p, surrogate_p = self._particle(model_trace, guide_parts, args, kwargs)
-            loss = loss + loss_p / self.num_particles
-            surrogate = surrogate + surrogate_p / self.num_particles
+        for loss_p, surrogate_p, _ in self._particles(model, guide, args, kwargs):
+            loss, surrogate = loss + loss_p, surrogate + surrogate_p
         warn_if_nan(surrogate, "loss")  # type: ignore[call-overload]
         return loss + (surrogate - torch_item(surrogate))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """``loss`` and, accumulated into ``.grad`` of every parameter it reaches, the gradient estimate."""
         loss = 0.0
-        for model_trace, guide_parts in self._get_traces(model, guide, args, kwargs):
-            loss_p, surrogate_p = self._particle(model_trace, guide_parts, args, kwargs)
-            loss += loss_p / self.num_particles
+        for loss_p, surrogate_p, run in self._particles(model, guide, args, kwargs):
+            loss += loss_p
             trainable = any(
-                site["type"] == "param" for trace in (model_trace, guide_parts[0]) for site in trace.nodes.values()
+                site["type"] == "param" for trace in (run.model_trace, run.guide_trace) for site in trace.nodes.values()
             )
             if trainable and getattr(surrogate_p, "requires_grad", False):
-                (surrogate_p / self.num_particles).backward(retain_graph=self.retain_graph)
+                surrogate_p.backward(retain_graph=self.retain_graph)
         warn_if_nan(loss, "loss")  # type: ignore[call-overload]
         return loss
+
+
+# ---- the mathematics, in functions without side effects ----------------------------------------------
+
+
+@dataclass
+class AncestralRun:
+    """One particle's ancestral run: the model's and the guide's traces (subsample sites pruned, log-probs and
+    score parts computed), the guide's full trace (subsample sites kept, for replaying), and the model and
+    guide that made them (vectorised over particles if asked), which the branches run again."""
+
+    model_trace: poutine.Trace
+    guide_trace: poutine.Trace
+    full_guide: poutine.Trace
+    model: Callable
+    guide: Callable
+
+
+def ancestral_run(model, guide, args, kwargs, max_plate_nesting) -> AncestralRun:
+    """Run the guide, then the model against it: an :class:`AncestralRun`."""
+    full_guide = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=full_guide)).get_trace(*args, **kwargs)
+    guide_trace, model_trace = prune_subsample_sites(full_guide), prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_score_parts()
+    if is_validation_enabled():
+        check_if_enumerated(guide_trace)  # a guide configured for enumeration is sampled here: say so
+        for trace in (model_trace, guide_trace):
+            for site in trace.nodes.values():
+                if site["type"] == "sample":
+                    check_site_shape(site, max_plate_nesting)
+    return AncestralRun(model_trace, guide_trace, full_guide, model, guide)
+
+
+def check_sites(run: AncestralRun, other_sites: str, site_estimator: Callable, max_plate_nesting) -> None:
+    """Refuse, with one line, what armgrad.pyro cannot estimate: model and guide sites that do not match, a
+    guide without discrete sites, a site whose estimator or budget does not fit it, other sites unless scored."""
+    model_trace, guide_trace = run.model_trace, run.guide_trace
+
+    def latent(trace):
+        return {n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+
+    if latent(model_trace) - latent(guide_trace):
+        raise ValueError(
+            f"armgrad.pyro.ELBO: latent sites of the model not in the guide: "
+            f"{sorted(latent(model_trace) - latent(guide_trace))}; the guide must sample every latent site of the model"
+        )
+    if latent(guide_trace) - latent(model_trace):
+        raise ValueError(
+            f"armgrad.pyro.ELBO: guide sites not in the model: {sorted(latent(guide_trace) - latent(model_trace))}; "
+            "every sample site of the guide must be a latent site of the model"
+        )
+    if is_validation_enabled():
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
+    discrete = [site for site in guide_trace.nodes.values() if family_of_site(site) is not None]
+    if not discrete:
+        raise ValueError(
+            "armgrad.pyro.ELBO: the guide has no Bernoulli or categorical sample site, so armgrad has nothing "
+            "to estimate; use pyro.infer.Trace_ELBO"
+        )
+    for site in discrete:
+        site_estimator(site)  # every site's estimator and budget, checked before any branch runs
+    if other_sites == "error":
+        for site in guide_trace.nodes.values():
+            if (
+                site["type"] == "sample"
+                and not site["is_observed"]
+                and not getattr(site["fn"], "has_rsample", False)
+                and family_of_site(site) is None
+            ):
+                raise ValueError(
+                    f"armgrad.pyro.ELBO: {_describe(site)} is neither reparameterised nor Bernoulli nor "
+                    "categorical; armgrad estimates those. Pass other_sites='score' to give it Pyro's "
+                    "score-function gradient, or enumerate it with TraceEnum_ELBO"
+                )
+
+
+def particle(run: AncestralRun, args, kwargs, site_estimator, vectorize_branches, max_plate_nesting):
+    """``(-elbo, -surrogate)`` of one particle, each the mean over its configurations.
+
+    The configurations are the ancestral run and every branch of every discrete site: each is a draw
+    from the guide, so the mean of their ``log p - log q`` estimates the ELBO, and the mean of their
+    pathwise terms (the model's log-probabilities, the reparameterised guide sites' ``-log q``) is the
+    pathwise part of its gradient, with every run paid for. The discrete sites' estimates ``g . logits``
+    and the score terms of ``other_sites="score"`` (from the ancestral run) are added once.
+    """
+    total = _Configurations()
+    total.add(run.model_trace, run.guide_trace)
+    surrogate = 0.0
+    log_r = None
+    for name, site in run.guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if family_of_site(site) is not None:
+            est, num_samples = site_estimator(site)
+            logits, g, branches = site_gradient(
+                name, run, args, kwargs, est, num_samples, vectorize_branches, max_plate_nesting
+            )
+            if branches is not None:
+                total.merge(branches)
+            surrogate = surrogate + (g * logits).sum()
+            continue
+        score = site["score_parts"].score_function
+        if not is_identically_zero(score):  # other_sites="score": Trace_ELBO's term
+            if log_r is None:
+                log_r = _log_ratio(run.model_trace, run.guide_trace)
+            surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score).sum()
+    return -total.elbo(), -(total.pathwise() + surrogate)
+
+
+def site_gradient(name, run: AncestralRun, args, kwargs, est, num_samples, vectorize_branches, max_plate_nesting):
+    """The site's logits (``(*batch, D)``, or ``(*batch, D, C)`` for a categorical site), the estimator's
+    gradient of the ELBO w.r.t. them, and the branches' runs as draws from the guide (``None`` for an
+    estimator that weights its points, such as IndeCateR: its branches are not draws from the guide, and an
+    equal-weight mean of their runs would be biased; they give the gradient only).
+
+    For each point the estimator draws, the guide runs again with the sites before this one held at the
+    ancestral run (:func:`sites_before`), this site at the point and every later site drawn afresh, then
+    the model against it; ``f`` is that run's ``log p - log q`` (the guide's terms from the site on),
+    summed per element of the site's plates.
+    """
+    site = run.full_guide.nodes[name]
+    value_shape = site["value"].shape  # type: ignore[union-attr]  # a sample site's value is a tensor
+    logits, family = _site_logits(site), family_of_site(site)
+    assert family is not None  # particle() calls this for discrete sites only
+    batch_shape = logits.shape[: len(logits.shape) - family.event_dims]
+    to_value = _value_maker(site)
+    earlier = set(sites_before(run.full_guide, name).nodes)  # their log q does not depend on the site
+    held = sites_before(run.full_guide, name)
+    frames = site["cond_indep_stack"]
+    branch_runs = _Configurations()
+
+    def one_run(value, wrap=lambda fn: fn, count=1):
+        """``log p - log q`` of one run of the later guide sites and the model, with the site at ``value``."""
+        at_value = _with_site(held, site, value)
+        guide_trace = poutine.trace(poutine.replay(wrap(run.guide), trace=at_value)).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(wrap(run.model), trace=guide_trace)).get_trace(*args, **kwargs)
+        guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+        branch_runs.add(model_trace, guide_trace, count)
+        return _log_ratio(model_trace, guide_trace, skip=earlier), guide_trace.nodes[name]["cond_indep_stack"]
+
+    def f(b):  # (S, *batch, *event) -> (S, *batch)
+        if not vectorize_branches:  # one run per point
+            return torch.stack(
+                [
+                    torch.broadcast_to(
+                        torch.as_tensor(one_run(to_value(point, value_shape))[0].sum_to(frames)), batch_shape
+                    )
+                    for point in b
+                ]
+            )
+        # all points in one run, along a plate left of every other
+        pad = (1,) * (max_plate_nesting - len(batch_shape))
+        dim = -(max_plate_nesting + 1)
+        branches = pyro.plate("armgrad_branches", len(b), dim=dim)
+        try:
+            log_r, branch_frames = one_run(to_value(b, (len(b), *pad, *value_shape)), branches, count=len(b))
+        except (ValueError, RuntimeError, IndexError, AssertionError, TypeError) as error:
+            raise ValueError(
+                f"armgrad.pyro.ELBO(vectorize_branches=True): the {len(b)} branches of site '{name}' run as "
+                f"one run of the guide and the model inside a plate at dim {dim}, and the model or guide "
+                f"does not broadcast over it ({type(error).__name__}: {first_line(error)}); the vectorised "
+                "branches need a model and guide that broadcast over a leading dim: pass "
+                "vectorize_branches=False to run them one after another"
+            ) from error
+        out = torch.broadcast_to(torch.as_tensor(log_r.sum_to(branch_frames)), (len(b), *pad, *batch_shape))
+        return out.reshape(len(b), *batch_shape)
+
+    phi = logits.detach()
+    noise = est.draw_noise(num_samples, phi)
+    b = est.sample(phi, noise)
+    g, weights = est.combine(evaluate(f, b, est.family.event_dims).detach(), b, phi, noise)
+    return logits, g, branch_runs if weights is None else None
 
 
 class _Configurations:
@@ -481,8 +504,9 @@ def _log_ratio(model_trace, guide_trace, skip=frozenset()) -> MultiFrameTensor:
     return terms
 
 
-def _sites_before(trace, name):
-    """A trace holding the sample sites (subsample sites included) that ran before ``name``."""
+def sites_before(trace, name):
+    """A trace holding the sample sites (subsample sites included) that ran before ``name``: what a branch
+    replays from the ancestral run."""
     out = poutine.Trace()
     for other, site in trace.nodes.items():
         if other == name:
