@@ -724,3 +724,35 @@ def test_nested_plates_get_an_unbiased_gradient(vectorize_branches):
     draws = gradients(elbo, nested_model, nested_guide, 8000)
     z = z_scores(draws, ref, False)
     assert z.abs().max() < 5, z
+
+
+# the shape of Pyro's capture-recapture example: a chain of binary states over time, each reading the last,
+# in the guide too (not mean-field), observed through a Normal at every step
+HMM_STEPS = 4
+
+
+def hmm_model(n):
+    y = torch.tensor([0.2, 1.1, -0.4, 0.9], dtype=torch.float64)
+    with pyro.plate("data", n, dim=-1):
+        z = torch.zeros(n, dtype=torch.float64)
+        for t in range(HMM_STEPS):
+            z = pyro.sample(f"alive_{t}", dist.Bernoulli(logits=-0.3 + 1.5 * z))
+            pyro.sample(f"y_{t}", dist.Normal(z, 0.8), obs=y[t].expand(n))
+
+
+def hmm_guide(n):
+    phi = per_element("hphi", torch.tensor([0.4, -0.5, 0.2, 0.7], dtype=torch.float64), n)
+    c = per_element("hc", torch.tensor([0.8], dtype=torch.float64), n)[:, 0]  # how much the last state counts
+    with pyro.plate("data", n, dim=-1):
+        z = torch.zeros(n, dtype=torch.float64)
+        for t in range(HMM_STEPS):
+            z = pyro.sample(f"alive_{t}", dist.Bernoulli(logits=phi[:, t] + c * z))
+
+
+@pytest.mark.parametrize("estimator", ["disarm", "reinforce_loo"])
+def test_a_chain_of_binary_states_over_time_is_unbiased(estimator):
+    """Four sequential Bernoulli sites, each reading the one before in the model and in the guide."""
+    ref = reference(hmm_model, hmm_guide, 1)
+    draws = gradients(ap.ELBO(estimator, 2, max_plate_nesting=1), hmm_model, hmm_guide, 8000)
+    z = z_scores(draws, ref, False)
+    assert z.abs().max() < 5, z
