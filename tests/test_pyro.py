@@ -756,3 +756,66 @@ def test_a_chain_of_binary_states_over_time_is_unbiased(estimator):
     draws = gradients(ap.ELBO(estimator, 2, max_plate_nesting=1), hmm_model, hmm_guide, 8000)
     z = z_scores(draws, ref, False)
     assert z.abs().max() < 5, z
+
+
+# ---- the model shapes of Pyro's tests/infer/test_valid_models.py, written for armgrad -----------------------
+
+
+def _iplate(model_or_guide):
+    def run():
+        p = pyro.param("p", torch.tensor(0.3)) if model_or_guide == "guide" else torch.tensor(0.5)
+        for i in pyro.plate("plate", 4, 2):  # sequential, subsampled
+            pyro.sample(f"x_{i}", dist.Bernoulli(logits=p))
+        if model_or_guide == "model":
+            pyro.factor("f", torch.tensor(-0.5))  # a factor in the model (an observed site of its own)
+
+    return run
+
+
+def _three_plates(model_or_guide):
+    def run():
+        p = pyro.param("p", torch.tensor(0.3)) if model_or_guide == "guide" else torch.tensor(0.5)
+        inner = pyro.plate("plate2", 10, 5)
+        for i in pyro.plate("plate0", 2):
+            pyro.sample(f"x_{i}", dist.Bernoulli(logits=p))
+            if i == 0:
+                for j in pyro.plate("plate1", 2):
+                    with inner as ind:
+                        pyro.sample(f"y_{j}", dist.Bernoulli(logits=p).expand_by([len(ind)]))
+            else:
+                with inner as ind:
+                    pyro.sample("z", dist.Bernoulli(logits=p).expand_by([len(ind)]))
+
+    return run
+
+
+def _nonnested(model_or_guide):
+    def run():
+        p = pyro.param("p", torch.tensor(0.3)) if model_or_guide == "guide" else torch.tensor(0.5)
+        with pyro.plate("plate_0", 10, 5) as ind1:
+            pyro.sample("x0", dist.Bernoulli(logits=p).expand_by([len(ind1)]))
+        with pyro.plate("plate_1", 11, 6) as ind2:
+            pyro.sample("x1", dist.Categorical(logits=torch.stack([p, -p, 0 * p])).expand_by([len(ind2)]))
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "shape", [_iplate, _three_plates, _nonnested], ids=["iplate-factor", "three-plates", "nonnested"]
+)
+@pytest.mark.parametrize("vectorize_branches", [False, True], ids=["looped", "vectorized"])
+def test_the_valid_model_shapes_of_pyros_tests_run_and_agree(shape, vectorize_branches):
+    """Pyro's assert_ok, with armgrad's ELBO: loss, loss_and_grads and differentiable_loss give one value at one
+    seed, finite, and the guide's parameter gets a gradient."""
+    model, guide = shape("model"), shape("guide")
+    elbo = ap.ELBO("disarm", max_plate_nesting=2, vectorize_branches=vectorize_branches)
+    values = []
+    for call in ("loss", "loss_and_grads", "differentiable_loss"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(7)
+        value = getattr(elbo, call)(model, guide)
+        values.append(float(value.detach()) if isinstance(value, torch.Tensor) else value)
+        if call == "loss_and_grads":
+            assert pyro.param("p").grad is not None and torch.isfinite(pyro.param("p").grad)
+    assert all(math.isfinite(v) for v in values)
+    assert values[0] == pytest.approx(values[1], rel=1e-6) and values[1] == pytest.approx(values[2], rel=1e-6)
