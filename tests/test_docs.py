@@ -118,13 +118,13 @@ def test_the_docstring_check_can_fail():
         """Here."""
 
     def bare():
-        pass
+        return None
 
     class Thing:
         """A class."""
 
         def method(self):
-            pass
+            return None
 
     module.__all__ = ["documented", "bare", "Thing"]
     module.documented, module.bare, module.Thing = documented, bare, Thing
