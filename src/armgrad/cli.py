@@ -228,7 +228,7 @@ def run_vae(args) -> int:
 
 def run_study(args) -> int:
     from .experiments.study import run_study, study_configs
-    from .experiments.vae import VAEConfig, protocol_values
+    from .experiments.vae import VAEConfig, protocol_values, with_latent_default
 
     fields = VAEConfig.__dataclass_fields__
     given = {
@@ -237,11 +237,8 @@ def run_study(args) -> int:
         if k in fields and v is not None and k not in ("model", "estimator", "seed", "out")
     }
     given = {**protocol_values(given.get("protocol", "disarm"), given.get("dataset", "fashion-mnist")), **given}
-    if args.categories is not None and args.latent_vars is None:
-        given["latent_vars"] = 20
-    configs = study_configs(
-        VAEConfig(**given), args.model, args.estimator, args.seed, args.out, num_samples=args.num_samples
-    )
+    base = with_latent_default(VAEConfig(**given), set(given))  # each estimator's budget: study_configs
+    configs = study_configs(base, args.model, args.estimator, args.seed, args.out, num_samples=args.num_samples)
     if args.threads:
         torch.set_num_threads(args.threads)
     results = run_study(

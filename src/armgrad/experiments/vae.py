@@ -448,11 +448,17 @@ def default_num_samples(config: VAEConfig) -> int:
     return vae_estimator(config).valid_budget(2, config.event_shape)
 
 
+def with_latent_default(config: VAEConfig, given) -> VAEConfig:
+    """20 categorical variables per layer with ``--categories`` unless ``latent_vars`` is in ``given``."""
+    if config.categories is not None and "latent_vars" not in given:
+        return replace(config, latent_vars=20)
+    return config
+
+
 def with_defaults(config: VAEConfig, given) -> VAEConfig:
     """What the command line leaves unsaid: 20 categorical variables with ``--categories`` (binary: 200
     units), and each estimator's smallest budget of at least 2 evaluations."""
-    if config.categories is not None and "latent_vars" not in given:
-        config = replace(config, latent_vars=20)
+    config = with_latent_default(config, given)
     if "num_samples" not in given:
         config = replace(config, num_samples=default_num_samples(config))
     return config
