@@ -76,13 +76,18 @@ def one_step(model_name, estimator, device="cpu", steps=2, watch=None):
     return losses
 
 
+FUSED = [("linear", "disarm"), ("linear", "arm"), ("linear2", "arm"), ("nonlinear", "reinforce_loo")]
+
+
 @pytest.mark.parametrize(
-    "model_name,estimator",
-    [("linear", "disarm"), ("linear", "arm"), ("linear2", "arm"), ("nonlinear", "reinforce_loo"), ("linear", "relax")],
+    "model_name,estimator,checks",
+    [(*case, checks) for case in FUSED for checks in ("on-device", "cpu")] + [("linear", "relax", "on-device")],
 )
-def test_training_step_reads_nothing_back(monkeypatch, model_name, estimator):
+def test_training_step_reads_nothing_back(monkeypatch, model_name, estimator, checks):
+    """The fused estimators' step reads nothing back even in the CPU form of the checks: it leaves the finiteness
+    checks to the divergence guard (``validate=False``); RELAX, estimated layer by layer, checks its f on the device."""
     one_step(model_name, estimator, steps=1)  # warm-up: lazy initialisation is not the step
-    monkeypatch.setattr(_checks, "asynchronous", lambda device: True)
+    monkeypatch.setattr(_checks, "asynchronous", lambda device: checks == "on-device")
     mode = HostReads()
     one_step(model_name, estimator, watch=mode)
     assert mode.seen == [], f"host reads in the training step: {mode.seen}"
@@ -119,10 +124,21 @@ def test_study_training_step_reads_nothing_back(monkeypatch):
 
 
 def test_the_detector_sees_host_reads(monkeypatch):
-    monkeypatch.setattr(_checks, "asynchronous", lambda device: False)  # the CPU form of the checks reads back
+    """The public chain checks its logits and f by default, and the CPU form of the checks reads back."""
+    from armgrad.network import chain_estimate
+
+    monkeypatch.setattr(_checks, "asynchronous", lambda device: False)
+    vae = DiscreteVAE("linear", torch.rand(784) * 0.8 + 0.1)
+    x = (torch.rand(50, 784) < 0.5).float()
     mode = HostReads()
-    one_step("linear", "disarm", steps=1, watch=mode)
+    with mode:
+        chain_estimate(lambda b, phi: vae.negative_elbo(x, b, phi), vae.encoder_layers(), x, "disarm", 2)
     assert mode.seen
+    with HostReads() as quiet:  # and nothing without the checks
+        chain_estimate(
+            lambda b, phi: vae.negative_elbo(x, b, phi), vae.encoder_layers(), x, "disarm", 2, validate=False
+        )
+    assert quiet.seen == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

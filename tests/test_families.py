@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from armgrad.families import BERNOULLI, CATEGORICAL, FAMILIES, softmax
+import torch.nn.functional as F
+
+from armgrad.families import BERNOULLI, CATEGORICAL, FAMILIES, bernoulli_log_prob, softmax
 
 
 def logits_for(family, seed=0):
@@ -77,3 +79,29 @@ def test_a_family_stays_one_object_through_copies_and_pickles(family):
     assert copy.copy(family) is family and copy.deepcopy(family) is family
     assert pickle.loads(pickle.dumps(family)) is family
     assert copy.deepcopy({"family": family})["family"] is family
+
+
+@pytest.mark.parametrize(
+    "logits_shape, value_shape",
+    [((3, 4, 5), (3, 4, 5)), ((5,), (3, 4, 5)), ((3, 4, 5), (4, 5)), ((2, 3, 5), (1, 3, 5))],
+    ids=["same", "prior", "data", "both-broadcast"],
+)
+def test_bernoulli_log_prob_is_one_node_with_exact_first_and_second_derivatives(logits_shape, value_shape):
+    """The written-out backward of :func:`bernoulli_log_prob` against finite differences, in both inputs (relaxed
+    values), under broadcasting either way, and twice (REBAR's and RELAX's controls differentiate it again)."""
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(logits_shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+    value = torch.rand(value_shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, value))
+    assert torch.autograd.gradgradcheck(bernoulli_log_prob, (logits, value))
+    shape = torch.broadcast_shapes(logits_shape, value_shape)
+    expected = -F.binary_cross_entropy_with_logits(logits.expand(shape), value.expand(shape), reduction="none").sum(-1)
+    torch.testing.assert_close(bernoulli_log_prob(logits, value), expected)
+    assert bernoulli_log_prob(logits, value).grad_fn.name().endswith("_BernoulliLogProbBackward")
+
+
+def test_bernoulli_log_prob_is_stable_at_extreme_logits():
+    logits = torch.tensor([[-200.0, -30.0, 0.0, 30.0, 200.0]]).T  # (5, 1): one unit each
+    ones, zeros = bernoulli_log_prob(logits, torch.ones(5, 1)), bernoulli_log_prob(logits, torch.zeros(5, 1))
+    torch.testing.assert_close(ones, torch.tensor([-200.0, -30.0, -math.log(2), 0.0, 0.0]))
+    torch.testing.assert_close(zeros, torch.tensor([0.0, 0.0, -math.log(2), -30.0, -200.0]))

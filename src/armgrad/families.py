@@ -101,7 +101,7 @@ class Bernoulli(Family):
         return b - torch.sigmoid(logits)
 
     def log_prob(self, b: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return (b * F.logsigmoid(logits) + (1 - b) * F.logsigmoid(-logits)).sum(-1)
+        return bernoulli_log_prob(logits, b)
 
     def num_states(self, event_shape) -> int:
         (units,) = _as_shape(event_shape)
@@ -175,6 +175,41 @@ class Categorical(Family):
         check_finite(logits.detach(), "logits contains non-finite values (nan or inf)")
 
 
+class _BernoulliLogProb(torch.autograd.Function):
+    """``sum_d (value_d phi_d - softplus(phi_d))`` in one autograd node (see :func:`bernoulli_log_prob`)."""
+
+    @staticmethod
+    def forward(ctx, logits, value):
+        ctx.save_for_backward(logits, value)
+        return (value * logits).sub_(F.softplus(logits)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, value = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_logits = grad_value = None
+        if ctx.needs_input_grad[0]:  # d/dphi = value - sigmoid(phi)
+            d = value - torch.sigmoid(logits)
+            # out of place under create_graph (a second derivative, REBAR's and RELAX's controls)
+            d = d * grad if torch.is_grad_enabled() else d.mul_(grad)
+            grad_logits = d if d.shape == logits.shape else d.sum_to_size(logits.shape)
+        if ctx.needs_input_grad[1]:  # d/dvalue = phi (relaxed samples)
+            d = grad * logits
+            grad_value = d if d.shape == value.shape else d.sum_to_size(value.shape)
+        return grad_logits, grad_value
+
+
+def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``log Bernoulli(value; sigmoid(logits))`` summed over the last dim: ``sum_d value_d phi_d - softplus(phi_d)``.
+
+    ``logits`` and ``value`` broadcast against each other (the prior's ``(D,)`` against samples ``(S, *batch,
+    D)``, data ``(batch, P)`` against a decoder's ``(S, batch, P)``); ``value`` may be relaxed, in ``[0, 1]``,
+    and differentiable. One autograd node with its backward written out (``value - sigmoid(phi)``, ``phi``):
+    four operators forward and three back where ``-binary_cross_entropy_with_logits(...).sum(-1)`` records
+    about fifteen and ten. Stable for logits of any size (``softplus`` is)."""
+    return _BernoulliLogProb.apply(logits, value)
+
+
 def softmax(logits: torch.Tensor) -> torch.Tensor:
     """``softmax`` over the last dimension, written out: on the CPU, for the short rows of categorical
     logits (``C`` of 2 to 64), five times faster than ``torch.softmax``'s kernel (same result to rounding)."""
@@ -220,6 +255,7 @@ __all__ = [
     "Bernoulli",
     "Categorical",
     "Family",
+    "bernoulli_log_prob",
     "log_softmax",
     "one_hot",
     "one_hot_argmax",

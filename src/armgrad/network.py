@@ -80,6 +80,7 @@ def ancestral_sample(
     num_samples: int | None = None,
     sample_last: bool = True,
     families: Sequence[Family] | None = None,
+    validate: bool = True,
 ):
     """One sample of the chain: ``(samples, logits)``, lists of ``T`` tensors ``(*batch, D_t)``
     (``(*batch, D_t, C_t)`` for a categorical layer; ``families``: one per layer, Bernoulli by default).
@@ -88,6 +89,7 @@ def ancestral_sample(
     layer's logits are computed once per example and shared by the ``K`` draws.
     ``logits`` keep their graph (to the layers' parameters); ``samples`` are binary, no graph.
     With ``sample_last=False`` the last layer's logits are computed but not sampled (``T - 1`` samples).
+    ``validate=False`` skips the logits' finiteness check (see :func:`chain_estimate`).
     """
     families = _families(families, len(layers))
     samples, logits, h = [], [], x
@@ -95,7 +97,8 @@ def ancestral_sample(
         phi = layer(h)
         if t == 0 and num_samples is not None:
             phi = phi.expand(num_samples, *phi.shape)
-        families[t].check_logits(phi)
+        if validate:
+            families[t].check_logits(phi)
         logits.append(phi)
         if t < len(layers) - 1 or sample_last:
             h = _sample(families[t], phi.detach(), generator)
@@ -170,6 +173,7 @@ def chain_estimate(
     *,
     generator: torch.Generator | None = None,
     family=None,
+    validate: bool = True,
     **options,
 ) -> torch.Tensor:
     """Estimate ``E_q[f(b_1, ..., b_T)]`` for a chain of Bernoulli or categorical layers, with per-layer gradients.
@@ -187,6 +191,11 @@ def chain_estimate(
         family: the family of every layer (``"bernoulli"``, ``"categorical"``), or a list of one per layer,
             in which estimator names are looked up; by default an estimator object's own family, and
             Bernoulli for a name.
+        validate: check that every layer's logits and the values of ``f`` at the fused configurations (the
+            estimators that evaluate ``f`` only at binary points) are finite, with a clear ``ValueError``
+            otherwise. Each check is a reduction and, on the CPU, a read back to the host; a training loop
+            that watches its loss for divergence (armgrad's do) passes ``False``, and a non-finite value
+            then shows in the value returned. The other estimators check their own ``f`` whatever it says.
 
     Returns:
         ``(*batch)``: the mean over layers of each layer's estimate of ``E_q[f]`` from the
@@ -208,7 +217,9 @@ def chain_estimate(
         if specs[0].evaluates_f_at == ENUMERATION:
             return _enumerate_chain(objective, layers, x, families, **options)
     # the estimator of layer t replaces b_t and redraws the layers above: b_T itself is never used
-    base_samples, base_logits = ancestral_sample(layers, x, generator, sample_last=False, families=families)
+    base_samples, base_logits = ancestral_sample(
+        layers, x, generator, sample_last=False, families=families, validate=validate
+    )
     for spec, phi in zip(specs, base_logits):
         spec.check_budget(num_samples, spec.family.event_shape(phi.shape))
 
@@ -227,7 +238,7 @@ def chain_estimate(
             if len(configs) == 1
             else ([torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
         )
-        fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0], families[0].event_dims)
+        fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0], families[0].event_dims, validate)
         fd, start, uniform = fb.detach(), 0, True
         for t, branch, noise in pieces:
             k = branch.shape[0]

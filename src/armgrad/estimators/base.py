@@ -316,12 +316,13 @@ class LearnedControlEstimator(Estimator, nn.Module):
         return loss
 
 
-def evaluate(f: Callable, b: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+def evaluate(f: Callable, b: torch.Tensor, event_dims: int = 1, finite: bool = True) -> torch.Tensor:
     """Call ``f`` once on stacked samples ``b`` of shape ``(S, *batch, *event)`` and check its output.
 
     ``event_dims`` trailing dimensions make one sample (1: ``(D,)`` units; 2: ``(D, C)`` one-hot
     variables). Returns ``f(b)`` of shape ``(S, *batch)``; raises ``TypeError``/``ValueError``
-    naming what was wrong when ``f`` returns something else or a non-finite value.
+    naming what was wrong when ``f`` returns something else or (unless ``finite=False``, for a caller
+    that watches its loss itself) a non-finite value.
     """
     out = f(b)
     expected = tuple(b.shape[:-event_dims])
@@ -335,7 +336,8 @@ def evaluate(f: Callable, b: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
         )
     if not out.is_floating_point():
         raise TypeError(f"f must return a floating-point tensor, got dtype {out.dtype}")
-    check_finite(out.detach(), "f returned non-finite values (nan or inf)")
+    if finite:
+        check_finite(out.detach(), "f returned non-finite values (nan or inf)")
     return out
 
 

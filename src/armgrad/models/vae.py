@@ -27,17 +27,11 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..families import BERNOULLI, CATEGORICAL, log_softmax
+from ..families import BERNOULLI, CATEGORICAL, bernoulli_log_prob, log_softmax
 
 MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
-
-
-def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``sum_d log Bernoulli(value_d; s(logits_d))`` over the last dimension, computed stably."""
-    return -F.binary_cross_entropy_with_logits(logits, value.expand_as(logits), reduction="none").sum(-1)
 
 
 def categorical_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -131,7 +125,7 @@ class DiscreteVAE(nn.Module):
         for t in range(1, self.num_layers):
             total = total + self.log_prob(self._logits(self.decoder[t](self._input(samples[t]))), samples[t - 1])
         if self.family is BERNOULLI:
-            return total + bernoulli_log_prob(self.prior_logits.expand_as(samples[-1]), samples[-1])
+            return total + bernoulli_log_prob(self.prior_logits, samples[-1])  # (D,) broadcast
         return total + categorical_log_prob(self.prior_logits, samples[-1])  # (D, C) broadcast: one log_softmax
 
     def negative_elbo(self, x: torch.Tensor, samples: list, logits: list) -> torch.Tensor:
