@@ -65,8 +65,7 @@ def grad_cases(mods: dict, args) -> tuple[dict, dict]:
             if name not in args.estimators:
                 continue
             budget = spec.valid_budget(args.budget)
-            create = getattr(spec, "create", None)  # learned controls, in either version
-            est = create(num_units=200) if create is not None else name
+            est = spec.create(num_units=200) if getattr(spec, "learned", False) else name  # learned controls: objects
             cases[f"{version}: {name}"] = lambda mod=mod, est=est, budget=budget: mod.grad(
                 f, logits, est, budget, generator=gen
             )
@@ -85,20 +84,26 @@ def _step_loss(training_loss):
 
 
 def step_cases(mods: dict, args):
-    from armgrad.models.vae import DiscreteVAE
-
+    """The step of each version on its own model (its own classes: a family object belongs to one version), the
+    models equal (one seed)."""
     x, gen = suite._batch(args), torch.Generator(args.device).manual_seed(0)
-    model = DiscreteVAE("linear", x.mean(0).cpu()).to(args.device)
+    models = {}
+    for version, mod in mods.items():
+        torch.manual_seed(0)
+        models[version] = importlib.import_module(f"{mod.__name__}.models.vae").DiscreteVAE("linear", x.mean(0).cpu())
+        models[version].to(args.device)
+    model = next(iter(models.values()))
     cases, keys = {"floor": lambda: suite.floor_step(model, x, model.num_layers * args.budget, gen)}, {}
     for version, mod in mods.items():
         loss = _step_loss(importlib.import_module(f"{mod.__name__}.experiments.vae").training_loss)
+        model = models[version]
         for name in args.step_estimators:
             budget = mod.ESTIMATORS[name].valid_budget(args.budget)
-            cases[f"{version}: {name}"] = lambda loss=loss, name=name, budget=budget: loss(
+            cases[f"{version}: {name}"] = lambda loss=loss, name=name, budget=budget, model=model: loss(
                 model, x, [name], budget, gen
             ).backward()
             keys[(version, name)] = f"{version}: {name}"
-    return cases, keys, model
+    return cases, keys, list(models.values())
 
 
 def main(argv=None) -> dict:
@@ -136,8 +141,10 @@ def main(argv=None) -> dict:
     for name in args.estimators:
         ratio = {v: medians[keys[(v, name)]] / medians["bare"] for v in mods if (v, name) in keys}
         rows.append({"section": "grad / bare", "estimator": name, **ratio})
-    cases, keys, model = step_cases(mods, args)
-    medians = suite.interleaved(cases, args.repeats, args.device, before=lambda: model.zero_grad(set_to_none=True))
+    cases, keys, models = step_cases(mods, args)
+    medians = suite.interleaved(
+        cases, args.repeats, args.device, before=lambda: [m.zero_grad(set_to_none=True) for m in models]
+    )
     for name in args.step_estimators:
         ratio = {v: medians[keys[(v, name)]] / medians["floor"] for v in mods}
         rows.append({"section": "linear VAE step / floor", "estimator": name, **ratio})

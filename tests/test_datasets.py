@@ -15,8 +15,11 @@ def test_mnist_splits_and_binarisations(tmp_path):
     data = load_dataset("mnist", data_dir=tmp_path, download=False)
     assert data.train.shape == (100, 784) and data.valid.shape == (20, 784) and data.test.shape == (30, 784)
     torch.testing.assert_close(data.train[0], torch.from_numpy(train[0].reshape(-1) / 255.0).float())
-    batch = data.train_batch(torch.arange(10), torch.Generator().manual_seed(0))
-    assert set(batch.unique().tolist()) <= {0.0, 1.0}
+    batch = data.train_batch(torch.tensor([3, 1, 3, 7]), torch.Generator().manual_seed(0))
+    assert set(batch.unique().tolist()) <= {0.0, 1.0} and batch.dtype == torch.float32
+    # the dynamic binarisation: 1[u < grey level], one uniform per pixel from the generator, rows in index order
+    u = torch.rand(4, 784, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(batch, (u < data.train[[3, 1, 3, 7]]).float())
     assert torch.equal(data.split("test"), data.split("test"))  # fixed once
     thresholded = load_dataset("mnist-threshold", data_dir=tmp_path / "mnist", download=False)
     assert torch.equal(thresholded.test, torch.from_numpy(test.reshape(30, 784) / 255.0 > 0.5).float())

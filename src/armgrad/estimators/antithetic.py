@@ -62,13 +62,13 @@ class AntitheticPairs(BinaryPointEstimator):
         return b
 
 
-def _pair_difference(fb, scale: float = 1.0):
-    f1, f2 = fb.chunk(2)
-    return (scale * (f1 - f2) if scale != 1.0 else f1 - f2).unsqueeze(-1)
+def _halves(t: torch.Tensor, pairs: int):
+    """The ``b1`` half and the ``b2`` half of ``t`` (dim 0): one view each (one pair: without its pair dim)."""
+    return (t[0], t[1]) if pairs == 1 else (t[:pairs], t[pairs:])
 
 
-def _mean_over_pairs(g):
-    return g[0] if g.shape[0] == 1 else g.mean(0)  # one pair: a view, not a copy
+def _mean_over_pairs(g: torch.Tensor, pairs: int) -> torch.Tensor:
+    return g if pairs == 1 else g.mean(0)
 
 
 class ARM(AntitheticPairs):
@@ -84,7 +84,10 @@ class ARM(AntitheticPairs):
     summary = "antithetic pair (f(b1) - f(b2))(u - 1/2)"
 
     def combine(self, fb, b, logits, noise, **options) -> Combined:
-        return Combined(_mean_over_pairs(_pair_difference(fb) * (noise - 0.5)))
+        pairs = noise.shape[0]
+        f1, f2 = _halves(fb, pairs)
+        u = noise[0] if pairs == 1 else noise
+        return Combined(_mean_over_pairs((f1 - f2).unsqueeze(-1) * (u - 0.5), pairs))
 
     def one_unit_variance(self, logit, f0, f1):
         # the pair differs only on u < m or u > 1 - m, where the estimate is +-Df (u - 1/2)
@@ -109,8 +112,10 @@ class DisARM(AntitheticPairs):
     summary = "ARM with u integrated out given the pair"
 
     def combine(self, fb, b, logits, noise, **options) -> Combined:
-        b1, b2 = b.chunk(2)
-        return Combined(_mean_over_pairs(_pair_difference(fb, 0.5) * (b1 - b2)) * torch.sigmoid(logits.abs()))
+        pairs = noise.shape[0]
+        (f1, f2), (b1, b2) = _halves(fb, pairs), _halves(b, pairs)
+        g = _mean_over_pairs((f1 - f2).unsqueeze(-1) * (b1 - b2), pairs)  # a new tensor: the rest in place
+        return Combined(g.mul_(torch.sigmoid(logits.abs())).mul_(0.5))
 
     def one_unit_variance(self, logit, f0, f1):
         # the value Df s(|phi|) / 2 with probability 2m, else 0

@@ -27,11 +27,53 @@ from __future__ import annotations
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..families import BERNOULLI, CATEGORICAL, bernoulli_log_prob, log_softmax
 
 MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
+
+
+class _LinearBernoulli(torch.autograd.Function):
+    """``log Bernoulli(x; sigmoid(h W^T + c))`` summed over the last dim, one autograd node (see :func:`output_log_prob`)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, x):
+        logits = F.linear(h, weight, bias)
+        ctx.save_for_backward(h, weight, bias, x)
+        ctx.logits = logits  # for the first derivative only: a second one recomputes it with its graph
+        return (x * logits).sub_(F.softplus(logits)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, bias, x = ctx.saved_tensors
+        if torch.is_grad_enabled():  # under create_graph (REBAR's, RELAX's controls): autograd of the same terms
+            with torch.enable_grad():
+                out = bernoulli_log_prob(F.linear(h, weight, bias), x)
+            wanted = [t for t, needed in zip((h, weight, bias, x), ctx.needs_input_grad) if needed]
+            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
+            return tuple(next(found) if needed else None for needed in ctx.needs_input_grad)
+        grad = grad.unsqueeze(-1)
+        dl = torch.sigmoid(ctx.logits).sub_(x).mul_(grad.neg())  # d/dl: grad (x - sigmoid(l))
+        rows, inputs = dl.reshape(-1, dl.shape[-1]), h.reshape(-1, h.shape[-1])
+        grad_h = dl.matmul(weight) if ctx.needs_input_grad[0] else None
+        grad_weight = rows.t().mm(inputs) if ctx.needs_input_grad[1] else None
+        grad_bias = rows.sum(0) if ctx.needs_input_grad[2] else None
+        grad_x = (grad * ctx.logits).sum_to_size(x.shape) if ctx.needs_input_grad[3] else None
+        return grad_h, grad_weight, grad_bias, grad_x
+
+
+def output_log_prob(layer: nn.Module, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``log Bernoulli(x; sigmoid(layer(h)))`` summed over the last dim, ``layer`` the decoder's output layer.
+
+    For an ``nn.Linear`` the product and the likelihood are one autograd node whose backward is written
+    out (``dl = g (x - sigmoid(l))``, then ``dW = dl^T h``, ``dc = sum dl``, ``dh = dl W``): a training
+    step's decoder costs the two products and a handful of element-wise operators, not the forty-odd
+    operator calls of the composite. Other layers (runs side by side) take the composite path."""
+    if isinstance(layer, nn.Linear):
+        return _LinearBernoulli.apply(h, layer.weight, layer.bias, x)
+    return bernoulli_log_prob(layer(h), x)
 
 
 def categorical_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -121,9 +163,19 @@ class DiscreteVAE(nn.Module):
 
     def log_joint(self, x: torch.Tensor, samples: list) -> torch.Tensor:
         """``log p(x, b_1, ..., b_T)``, shape ``(S, *batch)``."""
-        total = bernoulli_log_prob(self.decoder[0](self._input(samples[0])), x)
+        *hidden, output = cast(nn.Sequential, self.decoder[0])
+        h = self._input(samples[0])
+        for layer in hidden:
+            h = layer(h)
+        total = output_log_prob(output, h, x)
         for t in range(1, self.num_layers):
-            total = total + self.log_prob(self._logits(self.decoder[t](self._input(samples[t]))), samples[t - 1])
+            if self.family is BERNOULLI:  # p(b_{t-1} | b_t): one linear layer
+                (layer,) = cast(nn.Sequential, self.decoder[t])
+                total = total + output_log_prob(layer, self._input(samples[t]), samples[t - 1])
+            else:
+                total = total + categorical_log_prob(
+                    self._logits(self.decoder[t](self._input(samples[t]))), samples[t - 1]
+                )
         if self.family is BERNOULLI:
             return total + bernoulli_log_prob(self.prior_logits, samples[-1])  # (D,) broadcast
         return total + categorical_log_prob(self.prior_logits, samples[-1])  # (D, C) broadcast: one log_softmax
