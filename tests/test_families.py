@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from armgrad.families import BERNOULLI, CATEGORICAL, FAMILIES, bernoulli_log_prob, softmax

@@ -36,7 +36,7 @@ MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
 
 
 class _LinearBernoulli(torch.autograd.Function):
-    """``log Bernoulli(x; sigmoid(h W^T + c))`` summed over the last dim, one autograd node (see :func:`output_log_prob`)."""
+    """``log Bernoulli(x; sigmoid(h W^T + c))`` summed over the last dim, one node (see :func:`output_log_prob`)."""
 
     @staticmethod
     def forward(ctx, h, weight, bias, x):
