@@ -10,7 +10,9 @@ import torch
 from armgrad import cli
 from armgrad.estimators import get_estimator
 from armgrad.experiments.vae import VAEConfig, importance_weighted_bound, train
-from armgrad.models.vae import DiscreteVAE
+from armgrad.families import bernoulli_log_prob
+from armgrad.models.stacked import stack
+from armgrad.models.vae import DiscreteVAE, output_log_prob
 
 from test_data import write_mnist
 
@@ -48,6 +50,47 @@ def test_model_structure(model, layers):
     assert vae.log_joint(x, samples).shape == (3, 5)
     if model == "nonlinear":
         assert any(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.3 for m in vae.encoder[0])
+
+
+@pytest.mark.parametrize("h_shape,x_shape", [((3, 4, 6), (4, 5)), ((4, 6), (4, 5)), ((2, 4, 6), (2, 4, 5))])
+def test_the_fused_output_layer_has_the_composites_value_and_first_and_second_derivatives(h_shape, x_shape):
+    """``output_log_prob`` on an ``nn.Linear`` (one node, its backward written out) against finite differences in
+    every input (a relaxed x too), twice (REBAR's and RELAX's controls), and against the composite's value."""
+    from armgrad.models.vae import _LinearBernoulli
+
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(6, 5).double()
+    h = torch.randn(h_shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    x = torch.rand(x_shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    out = output_log_prob(layer, h, x)
+    assert out.grad_fn.name().endswith("_LinearBernoulliBackward")
+    torch.testing.assert_close(out, bernoulli_log_prob(layer(h), x))
+    inputs = (h, layer.weight, layer.bias, x)
+    assert torch.autograd.gradcheck(_LinearBernoulli.apply, inputs)
+    assert torch.autograd.gradgradcheck(_LinearBernoulli.apply, inputs)
+
+
+def test_the_decoder_gradients_are_the_composites_alone_and_side_by_side():
+    """The decoder's fused output layer gives the gradients of the composite ``bernoulli_log_prob(layer(h), x)``, and
+    a stacked model (runs side by side: the composite path) gives each run the same."""
+    torch.manual_seed(0)
+    mean = torch.rand(784) * 0.8 + 0.1
+    models = [DiscreteVAE("nonlinear", mean) for _ in range(2)]
+    x = (torch.rand(2, 7, 784) < 0.5).float()
+    b = (torch.rand(3, 2, 7, 200) < 0.5).float()
+    stacked = stack(models)
+    stacked.log_joint(x, [b]).sum().backward()
+    for r, model in enumerate(models):
+        model.log_joint(x[r], [b[:, r]]).sum().backward()
+        *hidden, output = model.decoder[0]
+        h = 2 * b[:, r] - 1
+        for layer in hidden:
+            h = layer(h)
+        weight, bias = torch.autograd.grad(bernoulli_log_prob(output(h), x[r]).sum(), [output.weight, output.bias])
+        torch.testing.assert_close(output.weight.grad, weight)
+        torch.testing.assert_close(output.bias.grad, bias)
+        torch.testing.assert_close(stacked.decoder[0][-1].weight.grad[r], weight, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(stacked.decoder[0][-1].bias.grad[r], bias, rtol=1e-4, atol=1e-4)
 
 
 def latent_states(categories):

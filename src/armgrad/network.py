@@ -232,7 +232,7 @@ def chain_estimate(
             noise = spec.draw_noise(num_samples, phi, generator, **options)
             branch = spec.sample(phi, noise, **options)
             configs.append(_configurations(base_samples, base_logits, layers, t, branch, phi, generator, families))
-            pieces.append((t, branch, noise))
+            pieces.append((t, phi, branch, noise))
         stacked, stacked_logits = (
             configs[0]
             if len(configs) == 1
@@ -240,13 +240,12 @@ def chain_estimate(
         )
         fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0], families[0].event_dims, validate)
         fd, start, uniform = fb.detach(), 0, True
-        for t, branch, noise in pieces:
+        for t, phi, branch, noise in pieces:
             k = branch.shape[0]
-            grad, weights = cast(BinaryPointEstimator, specs[t]).combine(
-                fd[start : start + k], branch, base_logits[t].detach(), noise, **options
-            )
+            mine = (lambda v: v) if len(pieces) == 1 else (lambda v, a=start, b=start + k: v[a:b])  # noqa: E731
+            grad, weights = cast(BinaryPointEstimator, specs[t]).combine(mine(fd), branch, phi, noise, **options)
             gradients.append((base_logits[t], grad, specs[t].family))
-            values.append((fb[start : start + k], weights))
+            values.append((mine(fb), weights))
             uniform = uniform and weights is None
             start += k
         # every fused layer evaluates num_samples configurations: with uniform weights, the mean

@@ -186,7 +186,9 @@ class DiscreteVAE(nn.Module):
         ``logits`` are the encoder's, detached by the caller: the encoder learns only through the
         estimator (``E[d log q] = 0``, so dropping the explicit term keeps the gradient unbiased).
         """
-        log_q = sum(self.log_prob(phi, b) for phi, b in zip(logits, samples))
+        log_q = self.log_prob(logits[0], samples[0])
+        for phi, b in zip(logits[1:], samples[1:]):
+            log_q = log_q + self.log_prob(phi, b)
         return log_q - self.log_joint(x, samples)
 
     def sample_posterior_with_logits(self, x: torch.Tensor, num_samples: int, generator=None):
