@@ -10,7 +10,9 @@ is interleaved round-robin with the other version's and with the references (med
 - ``grad``: one ``armgrad.grad`` call per estimator (present in both versions), batch 50 x 200
   units, budget 2 (3 for REBAR and RELAX), against the bare cost of its f evaluations;
 - ``step``: one linear-VAE training step (loss and backward) per estimator against the floor (a
-  plain forward and backward pass of the same network on the same stacked batch).
+  plain forward and backward pass of the same network on the same stacked batch);
+- ``operators``: operator calls per training step as the loop runs it, and how many distinct operators (the suite's
+  ``operators`` cases, each version with its own data loader, model and loss; counts, not timings).
 
 Prints a table of the ratios of both versions and their difference; writes ``OUT/ab.json``.
 """
@@ -106,6 +108,28 @@ def step_cases(mods: dict, args):
     return cases, keys, list(models.values())
 
 
+def operator_rows(mods: dict, args) -> list:
+    """Operator calls per step and distinct operators of each version (``suite.count_operators``), per case."""
+    counts = {}
+    for version, mod in mods.items():
+        data = importlib.import_module(f"{mod.__name__}.data").load_dataset(args.dataset, args.data_dir)
+        for case in suite.OPERATOR_CASES:
+            counts[version, case] = suite.count_operators(suite.cli_step(args, data, *case, package=mod), args.device)
+    rows = []
+    for model, estimator, categories in suite.OPERATOR_CASES:
+        case = (model, estimator, categories)
+        label = f"{model} {estimator}" + ("" if categories is None else f" (20x{categories} categorical)")
+        for what in ("calls_per_step", "distinct_operators"):
+            rows.append(
+                {
+                    "section": what.replace("_", " "),
+                    "estimator": label,
+                    **{v: counts[v, case][what] for v in mods},
+                }
+            )
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="a git revision to compare with (e.g. main~1)")
@@ -124,6 +148,8 @@ def main(argv=None) -> dict:
         help="default: the suite's step estimators that both versions have",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--dataset", default="fashion-mnist", help="operators: the data of the steps")
+    parser.add_argument("--data-dir", default=None, help="operators: the dataset's folder")
     args = parser.parse_args(argv)
     print(f"[ab] load average before: {open('/proc/loadavg').read().split()[:3]}", flush=True)
     torch.set_num_threads(args.threads)
@@ -148,6 +174,7 @@ def main(argv=None) -> dict:
     for name in args.step_estimators:
         ratio = {v: medians[keys[(v, name)]] / medians["floor"] for v in mods}
         rows.append({"section": "linear VAE step / floor", "estimator": name, **ratio})
+    rows += operator_rows(mods, args)
     names = list(mods)
     print(f"| section | estimator | {names[0]} | {names[1]} | difference |\n|---|---|---|---|---|")
     for row in rows:

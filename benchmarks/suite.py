@@ -31,6 +31,11 @@ Sections (every timing interleaved round-robin with its reference in one run; me
 - ``profile``: where one training step's time goes (torch.profiler over ``--profile-steps`` steps of
   the linear VAE with DisARM: the library's batch, loss, backward and optimisers, as the loops run them),
   the operators with the most self time, per step.
+- ``operators``: what one training step asks of the machine, per model and estimator (the step as the loop runs
+  it: batch, loss, backward, optimisers): operator calls (every event torch.profiler records, nested ones
+  included, the count ``profile`` totals), how many distinct operators, host reads, on a GPU the device kernels
+  launched, and the milliseconds of the step; with the cost of one trivial operator on this machine
+  (``torch.add`` of two one-element tensors), so that machines compare.
 - ``variance``: at a trained checkpoint, the encoder-gradient variance of each estimator on one
   fixed batch, and variance x cost (f evaluations, and milliseconds per step): lower is better at
   equal compute.
@@ -58,7 +63,7 @@ from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import DiscreteVAE
 
-SECTIONS = ("grad", "multisample", "categorical", "step", "layers", "variance", "throughput", "profile")
+SECTIONS = ("grad", "multisample", "categorical", "step", "layers", "variance", "throughput", "profile", "operators")
 # the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
 # step; Double CV and RODEO with their df/db and their controls' variance gradient)
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
@@ -535,30 +540,135 @@ def bench_throughput(args) -> dict:
     }
 
 
-def bench_profile(args) -> dict:
-    from torch.profiler import ProfilerActivity, profile
+def cli_step(args, data, model_name="linear", estimator="disarm", categories=None, package=armgrad):
+    """One training step as the loop of ``armgrad vae`` runs it: the batch (dynamic binarisation), the gradients
+    zeroed, the loss and its backward pass, Adam (fused) on the network and SGD on the prior. ``package``: this
+    tree's armgrad, or a revision's imported by ``benchmarks/ab.py``."""
+    import importlib
 
-    from armgrad.data import load_dataset
-    from armgrad.experiments.training import adam
-    from armgrad.experiments.vae import training_loss as loss
-
-    data = load_dataset(args.dataset, args.data_dir)
+    models = importlib.import_module(f"{package.__name__}.models.vae")
+    vae = importlib.import_module(f"{package.__name__}.experiments.vae")
+    training = importlib.import_module(f"{package.__name__}.experiments.training")
     torch.manual_seed(0)
-    model = DiscreteVAE("linear", data.train_mean).to(args.device)
+    units = 200 if categories is None else 20
+    model = models.DiscreteVAE(model_name, data.train_mean, units=units, categories=categories).to(args.device)
     optimizers = [
-        adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
+        training.adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
         torch.optim.SGD([model.prior_logits], lr=1e-2),
     ]
     data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(1)
+    estimators = [estimator] * model.num_layers
 
     def step():
         x = data.train_batch(torch.randint(data.train.shape[0], (args.batch,), generator=data_gen), data_gen)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        loss(model, x.to(args.device), noise_gen, estimators=["disarm"], num_samples=args.budget).backward()
+        vae.training_loss(
+            model, x.to(args.device), noise_gen, estimators=estimators, num_samples=args.budget
+        ).backward()
         for optimizer in optimizers:
             optimizer.step()
 
+    return step
+
+
+def count_operators(step, device: str, steps: int = 20) -> dict:
+    """What ``step`` asks of the machine, per call, after a warm-up: operator calls (every event torch.profiler
+    records, nested ones included), distinct operators (how many kinds), host reads (``.item()`` and the like,
+    inside torch's own operators too) and, on a GPU, the device kernels launched."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    names = [e.name for e in prof.events()]
+    counts = {
+        "calls_per_step": len(names) / steps,
+        "distinct_operators": len(set(names)),
+        "host_reads_per_step": names.count("aten::_local_scalar_dense") / steps,
+        "cuda_kernels_per_step": None,
+    }
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        counts["cuda_kernels_per_step"] = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events())
+    return counts
+
+
+def trivial_operator_us(repeats: int = 20) -> float:
+    """The cost of one trivial operator on this machine: ``torch.add`` of two one-element CPU tensors (median of
+    ``repeats`` blocks of 10,000 calls), in microseconds."""
+    a, b = torch.ones(1), torch.ones(1)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(10_000):
+            torch.add(a, b)
+        times.append((time.perf_counter() - start) / 10_000)
+    return 1e6 * statistics.median(times)
+
+
+OPERATOR_CASES = (  # (model, estimator, categories)
+    ("linear", "disarm", None),
+    ("linear", "arm", None),
+    ("linear", "reinforce_loo", None),
+    ("nonlinear", "disarm", None),
+    ("linear2", "disarm", None),
+    ("linear", "disarm", 10),
+    ("linear", "reinforce_loo", 10),
+)
+
+
+def bench_operators(args) -> dict:
+    from armgrad.data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir)
+    trivial = trivial_operator_us()
+    steps = {case: cli_step(args, data, *case) for case in OPERATOR_CASES}
+    medians = interleaved({case: step for case, step in steps.items()}, args.repeats, args.device)
+    rows = []
+    for (model, estimator, categories), step in steps.items():
+        latents = "200 binary" if categories is None else f"20x{categories} categorical"
+        rows.append(
+            {
+                "model": model,
+                "latents": latents,
+                "estimator": estimator,
+                **count_operators(step, args.device),
+                "ms_per_step": 1e3 * medians[(model, estimator, categories)],
+            }
+        )
+    return {
+        "title": f"What one training step asks of the machine (batch {args.batch}, {args.budget} evaluations; the "
+        f"step as the loop runs it): operator calls (torch.profiler's events, nested ones included), how many "
+        f"distinct operators, host reads; one trivial operator (torch.add of two one-element tensors) costs "
+        f"{trivial:.2f} us here",
+        "columns": [
+            "model",
+            "latents",
+            "estimator",
+            "calls_per_step",
+            "distinct_operators",
+            "host_reads_per_step",
+            "ms_per_step",
+        ]
+        + (["cuda_kernels_per_step"] if args.device.startswith("cuda") else []),
+        "rows": rows,
+        "trivial_operator_us": trivial,
+    }
+
+
+def bench_profile(args) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    from armgrad.data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir)
+    step = cli_step(args, data)
     for _ in range(100):
         step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
