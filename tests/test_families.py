@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from armgrad.families import BERNOULLI, CATEGORICAL, FAMILIES, bernoulli_log_prob, softmax
+from armgrad.families import (
+    BERNOULLI,
+    CATEGORICAL,
+    FAMILIES,
+    bernoulli_log_prob,
+    categorical_log_prob,
+    softmax,
+)
 
 
 def logits_for(family, seed=0):
@@ -104,3 +111,21 @@ def test_bernoulli_log_prob_is_stable_at_extreme_logits():
     ones, zeros = bernoulli_log_prob(logits, torch.ones(5, 1)), bernoulli_log_prob(logits, torch.zeros(5, 1))
     torch.testing.assert_close(ones, torch.tensor([-200.0, -30.0, -math.log(2), 0.0, 0.0]))
     torch.testing.assert_close(zeros, torch.tensor([0.0, 0.0, -math.log(2), -30.0, -200.0]))
+
+
+@pytest.mark.parametrize(
+    "logits_shape, value_shape",
+    [((3, 4, 5, 6), (3, 4, 5, 6)), ((5, 6), (3, 4, 5, 6)), ((3, 4, 5, 6), (4, 5, 6))],
+    ids=["same", "prior", "broadcast-value"],
+)
+def test_categorical_log_prob_is_one_node_with_exact_first_and_second_derivatives(logits_shape, value_shape):
+    """As the Bernoulli one: finite differences in both inputs to second order, with values off the simplex too
+    (the gradient's general form ``value - softmax * sum(value)``, not the one-hot score alone)."""
+    g = torch.Generator().manual_seed(1)
+    logits = (2 * torch.randn(logits_shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+    value = torch.rand(value_shape, generator=g, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(categorical_log_prob, (logits, value))
+    assert torch.autograd.gradgradcheck(categorical_log_prob, (logits, value))
+    expected = (value * torch.log_softmax(logits, -1)).sum((-2, -1))
+    torch.testing.assert_close(categorical_log_prob(logits, value), expected)
+    assert categorical_log_prob(logits, value).grad_fn.name().endswith("_CategoricalLogProbBackward")

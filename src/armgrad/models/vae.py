@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..families import BERNOULLI, CATEGORICAL, bernoulli_log_prob, log_softmax
+from ..families import BERNOULLI, CATEGORICAL, bernoulli_log_prob, categorical_log_prob
 
 MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
 
@@ -74,11 +74,6 @@ def output_log_prob(layer: nn.Module, h: torch.Tensor, x: torch.Tensor) -> torch
     if isinstance(layer, nn.Linear):
         return _LinearBernoulli.apply(h, layer.weight, layer.bias, x)
     return bernoulli_log_prob(layer(h), x)
-
-
-def categorical_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``sum_d log Categorical(value_d; softmax(logits_d))`` for one-hot ``value`` ``(..., D, C)``."""
-    return (value * log_softmax(logits)).sum((-2, -1))
 
 
 def _glorot(layer: nn.Linear) -> nn.Linear:
