@@ -552,17 +552,18 @@ def cli_step(args, data, model_name="linear", estimator="disarm", categories=Non
     torch.manual_seed(0)
     units = 200 if categories is None else 20
     model = models.DiscreteVAE(model_name, data.train_mean, units=units, categories=categories).to(args.device)
+    sgd = getattr(training, "SGD", torch.optim.SGD)  # armgrad's plain SGD where the revision has it
     optimizers = [
         training.adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
-        torch.optim.SGD([model.prior_logits], lr=1e-2),
+        sgd([model.prior_logits], lr=1e-2),
     ]
+    zero_grads = getattr(training, "zero_grads", lambda opts: [o.zero_grad(set_to_none=True) for o in opts])
     data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(1)
     estimators = [estimator] * model.num_layers
 
     def step():
         x = data.train_batch(torch.randint(data.train.shape[0], (args.batch,), generator=data_gen), data_gen)
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
+        zero_grads(optimizers)
         vae.training_loss(
             model, x.to(args.device), noise_gen, estimators=estimators, num_samples=args.budget
         ).backward()
@@ -597,6 +598,14 @@ def count_operators(step, device: str, steps: int = 20) -> dict:
             torch.cuda.synchronize()
         counts["cuda_kernels_per_step"] = sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events())
     return counts
+
+
+def load_average() -> str:
+    """The one-minute load average (what else ran), or "unknown" where the system does not say."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "unknown"
 
 
 def trivial_operator_us(repeats: int = 20) -> float:
@@ -806,7 +815,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.threads} thread(s)"
-    setup = f"{device_name}, torch {torch.__version__}, medians of {args.repeats} interleaved rounds"
+    setup = (
+        f"{device_name}, torch {torch.__version__}, medians of {args.repeats} interleaved rounds; one trivial "
+        f"operator (torch.add of two one-element tensors) costs {trivial_operator_us():.2f} us on this machine, "
+        f"load average {load_average()} at the start"
+    )
     started = time.perf_counter()
     sections = {}
     for name in args.only:

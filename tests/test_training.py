@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from armgrad import cli
 
@@ -82,3 +83,24 @@ def test_an_output_that_is_a_file_or_cannot_be_written_is_refused_before_trainin
     monkeypatch.setattr(training.tempfile, "mkstemp", read_only)
     fails(tiny(mnist_dir, tmp_path / "ro"), capsys, 2, "cannot write into")
     assert not (tmp_path / "ro" / "metrics.csv").exists()
+
+
+def test_plain_sgd_is_torchs_bit_for_bit_with_its_state_dict():
+    from armgrad.experiments.training import SGD, zero_grads
+
+    g = torch.Generator().manual_seed(0)
+    ours, theirs = (torch.randn(7, 3, generator=g).requires_grad_(True) for _ in range(2))
+    with torch.no_grad():
+        theirs.copy_(ours)
+    a, b = SGD([ours], lr=0.3), torch.optim.SGD([theirs], lr=0.3)
+    for _ in range(3):
+        grad = torch.randn(7, 3, generator=g)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        a.step()
+        b.step()
+        assert torch.equal(ours, theirs)
+    assert a.state_dict() == b.state_dict()
+    zero_grads([a])
+    assert ours.grad is None and theirs.grad is not None
+    with pytest.raises(TypeError, match="no closure"):
+        a.step(lambda: 0.0)

@@ -242,10 +242,12 @@ def chain_estimate(
         fd, start, uniform = fb.detach(), 0, True
         for t, phi, branch, noise in pieces:
             k = branch.shape[0]
-            mine = (lambda v: v) if len(pieces) == 1 else (lambda v, a=start, b=start + k: v[a:b])  # noqa: E731
-            grad, weights = cast(BinaryPointEstimator, specs[t]).combine(mine(fd), branch, phi, noise, **options)
+            mine = slice(None) if len(pieces) == 1 else slice(start, start + k)  # one layer: no slicing at all
+            grad, weights = cast(BinaryPointEstimator, specs[t]).combine(
+                fd if len(pieces) == 1 else fd[mine], branch, phi, noise, **options
+            )
             gradients.append((base_logits[t], grad, specs[t].family))
-            values.append((mine(fb), weights))
+            values.append((fb if len(pieces) == 1 else fb[mine], weights))
             uniform = uniform and weights is None
             start += k
         # every fused layer evaluates num_samples configurations: with uniform weights, the mean

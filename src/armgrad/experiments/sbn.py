@@ -39,6 +39,7 @@ from .training import (
     restore_generators,
     training_row,
     with_controls,
+    zero_grads,
 )
 
 HALF = 392
@@ -187,8 +188,7 @@ def train(config: SBNConfig, resume: bool = False) -> dict:
     for step in range(start, config.steps):
         indices = torch.randint(data.train.shape[0], (config.batch_size,), generator=data_gen)
         x = data.train_batch(indices, data_gen).to(device, non_blocking=True)
-        for optimizer in optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
+        zero_grads(optimizers.values())
         try:
             pending.append(backward_step(loss_fn, x, noise, mine, estimators))
         except ValueError as error:  # non-finite logits or f: the parameters diverged at the last step

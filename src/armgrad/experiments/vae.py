@@ -32,6 +32,7 @@ from .mixture import RunMixture
 from .reporting import log, progress
 from .training import (
     LOG_EVERY,
+    SGD,
     ConfigurationError,
     DivergenceGuard,
     RunLog,
@@ -49,6 +50,7 @@ from .training import (
     restore_generators,
     training_row,
     with_controls,
+    zero_grads,
 )
 
 
@@ -295,8 +297,7 @@ def train_runs(configs: list, resume: bool = False, stop_at: int | None = None) 
         x = (xs[0] if num_runs == 1 else torch.stack(xs)).to(
             device, non_blocking=True
         )  # (R, batch, 784); one run: no R
-        for optimizer in optimizers.values():
-            optimizer.zero_grad(set_to_none=True)
+        zero_grads(optimizers.values())
         try:
             pending.append(backward_step(loss_fn, x, noise, mine, estimators).reshape(num_runs))
         except ValueError as error:  # non-finite logits or f: the parameters diverged at the last step
@@ -363,7 +364,7 @@ def vae_optimizers(model, estimators, config) -> dict:
     return with_controls(
         {
             "model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
-            "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
+            "prior": SGD([model.prior_logits], lr=config.prior_lr),
         },
         estimators,
         config.control_lr,
