@@ -552,10 +552,9 @@ def cli_step(args, data, model_name="linear", estimator="disarm", categories=Non
     torch.manual_seed(0)
     units = 200 if categories is None else 20
     model = models.DiscreteVAE(model_name, data.train_mean, units=units, categories=categories).to(args.device)
-    sgd = getattr(training, "SGD", torch.optim.SGD)  # armgrad's plain SGD where the revision has it
     optimizers = [
         training.adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), 1e-4),
-        sgd([model.prior_logits], lr=1e-2),
+        torch.optim.SGD([model.prior_logits], lr=1e-2),
     ]
     zero_grads = getattr(training, "zero_grads", lambda opts: [o.zero_grad(set_to_none=True) for o in opts])
     data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(1)

@@ -32,7 +32,6 @@ from .mixture import RunMixture
 from .reporting import log, progress
 from .training import (
     LOG_EVERY,
-    SGD,
     ConfigurationError,
     DivergenceGuard,
     RunLog,
@@ -364,7 +363,7 @@ def vae_optimizers(model, estimators, config) -> dict:
     return with_controls(
         {
             "model": adam(list(model.encoder.parameters()) + list(model.decoder.parameters()), config.lr),
-            "prior": SGD([model.prior_logits], lr=config.prior_lr),
+            "prior": torch.optim.SGD([model.prior_logits], lr=config.prior_lr),
         },
         estimators,
         config.control_lr,
