@@ -36,6 +36,11 @@ Sections (every timing interleaved round-robin with its reference in one run; me
   included, the count ``profile`` totals), how many distinct operators, host reads, on a GPU the device kernels
   launched, and the milliseconds of the step; with the cost of one trivial operator on this machine
   (``torch.add`` of two one-element tensors), so that machines compare.
+- ``parts``: the linear DisARM step as the loop runs it against the parts of it that are arithmetic, each
+  timed alone in the same interleaved rounds: the four matrix products, fused Adam's update of the model's
+  parameters, the batch (its gather and 39,200 uniforms), the likelihood's element-wise work on the decoder's
+  logits (softplus forward, sigmoid back), the estimator's uniforms; the remainder is everything else
+  (operator calls, autograd, Python).
 - ``variance``: at a trained checkpoint, the encoder-gradient variance of each estimator on one
   fixed batch, and variance x cost (f evaluations, and milliseconds per step): lower is better at
   equal compute.
@@ -63,7 +68,18 @@ from armgrad.experiments.training import make_estimators
 from armgrad.experiments.vae import encoder_gradient_variance, training_loss
 from armgrad.models.vae import DiscreteVAE
 
-SECTIONS = ("grad", "multisample", "categorical", "step", "layers", "variance", "throughput", "profile", "operators")
+SECTIONS = (
+    "grad",
+    "multisample",
+    "categorical",
+    "step",
+    "layers",
+    "variance",
+    "throughput",
+    "profile",
+    "operators",
+    "parts",
+)
 # the estimators that evaluate f at binary points only (the stateless ones fused into one call of f per
 # step; Double CV and RODEO with their df/db and their controls' variance gradient)
 STEP_ESTIMATORS = select(evaluates_f_at=BINARY)
@@ -667,6 +683,50 @@ def bench_operators(args) -> dict:
         + (["cuda_kernels_per_step"] if args.device.startswith("cuda") else []),
         "rows": rows,
         "trivial_operator_us": trivial,
+    }
+
+
+def bench_parts(args) -> dict:
+    import torch.nn.functional as F
+
+    from armgrad.data import load_dataset
+    from armgrad.experiments.training import adam
+
+    data = load_dataset(args.dataset, args.data_dir)
+    step = cli_step(args, data)
+    torch.manual_seed(0)
+    model = DiscreteVAE("linear", data.train_mean).to(args.device)
+    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer = adam(params, 1e-4)
+    g, noise_g = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(0)
+    logits = torch.randn(args.budget, args.batch, 784, device=args.device)
+    x = (torch.rand(args.batch, 784) < 0.3).float().to(args.device)
+    parts = {
+        "the four matrix products": matmul_floor(1, args.batch, args.budget, device=args.device),
+        "fused Adam's update (314,000 parameters)": optimizer.step,
+        "the batch (gather, uniforms, threshold)": lambda: data.train_batch(
+            torch.randint(data.train.shape[0], (args.batch,), generator=g), g
+        ),
+        "the likelihood's element-wise work (softplus, sigmoid)": lambda: (
+            (x * logits).sub_(F.softplus(logits)).sum(-1),
+            torch.sigmoid(logits).sub_(x),
+        ),
+        "the estimator's uniforms": lambda: torch.rand(
+            (args.budget // 2, args.batch, 200), generator=noise_g, device=args.device
+        ),
+    }
+    medians = interleaved({"the step": step, **parts}, args.repeats, args.device)
+    whole = medians["the step"]
+    rest = whole - sum(medians[name] for name in parts)
+    rows = [{"part": name, "ms": 1e3 * t, "share_of_step": t / whole} for name, t in medians.items()]
+    rows.append({"part": "the rest: operator calls, autograd, Python", "ms": 1e3 * rest, "share_of_step": rest / whole})
+    return {
+        "title": f"The linear DisARM step (batch {args.batch}, {args.budget} evaluations, as the loop runs it) against "
+        "its arithmetic, each part timed alone in the same interleaved rounds",
+        "columns": ["part", "ms", "share_of_step"],
+        "rows": rows,
     }
 
 
