@@ -239,17 +239,16 @@ def chain_estimate(
             else ([torch.cat([c[j][i] for c in configs]) for i in range(len(layers))] for j in (0, 1))
         )
         fb = evaluate(lambda _: objective(stacked, stacked_logits), stacked[0], families[0].event_dims, validate)
-        fd, start, uniform = fb.detach(), 0, True
+        fd, start, uniform, alone = fb.detach(), 0, True, len(pieces) == 1  # one layer: all values are its own
         for t, phi, branch, noise in pieces:
-            k = branch.shape[0]
-            mine = slice(None) if len(pieces) == 1 else slice(start, start + k)  # one layer: no slicing at all
+            mine = slice(start, start + branch.shape[0])
             grad, weights = cast(BinaryPointEstimator, specs[t]).combine(
-                fd if len(pieces) == 1 else fd[mine], branch, phi, noise, **options
+                fd if alone else fd[mine], branch, phi, noise, **options
             )
             gradients.append((base_logits[t], grad, specs[t].family))
-            values.append((fb if len(pieces) == 1 else fb[mine], weights))
+            values.append((fb if alone else fb[mine], weights))
             uniform = uniform and weights is None
-            start += k
+            start = mine.stop
         # every fused layer evaluates num_samples configurations: with uniform weights, the mean
         # of the layers' means is the mean over all of them, taken in one reduction
         values = [(fb, None)] if uniform else values
