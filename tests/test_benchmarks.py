@@ -15,6 +15,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import suite  # noqa: E402
 
 
+@pytest.fixture
+def small_mnist(tmp_path, monkeypatch):
+    """MNIST-format files of 120 training and 30 test images in ``tmp_path / "data"``, the cache in ``tmp_path``."""
+    from test_data import write_mnist
+
+    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
+    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+    return tmp_path / "data"
+
+
 @pytest.mark.slow
 def test_suite_writes_every_section(tmp_path):
     threads = torch.get_num_threads()
@@ -90,11 +100,7 @@ def test_variance_at_a_trained_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch):
-    from test_data import write_mnist
-
-    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
-    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, small_mnist):
     threads = torch.get_num_threads()
     try:
         suite.main(
@@ -141,12 +147,9 @@ def test_throughput_section_runs_the_commands_a_user_runs(tmp_path, monkeypatch)
 @pytest.mark.skipif(
     shutil.which("g++") is None and shutil.which("cc") is None, reason="torch.compile on CPU needs a C++ compiler"
 )
-def test_compile_check_times_every_mode(tmp_path, monkeypatch):
+def test_compile_check_times_every_mode(tmp_path, small_mnist):
     import compile_check
-    from test_data import write_mnist
 
-    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
-    write_mnist(tmp_path / "data", n_train=120, n_test=30)
     compile_check.main(
         [
             "--rounds",
@@ -171,11 +174,7 @@ def test_compile_check_times_every_mode(tmp_path, monkeypatch):
     assert rows[0][2] == "1.00" and all(float(r[1]) > 0 for r in rows)
 
 
-def test_operators_section_counts_what_a_step_asks_of_the_machine(tmp_path, monkeypatch):
-    from test_data import write_mnist
-
-    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
-    write_mnist(tmp_path / "data", n_train=120, n_test=30)
+def test_operators_section_counts_what_a_step_asks_of_the_machine(tmp_path, small_mnist):
     threads = torch.get_num_threads()
     try:
         suite.main(
@@ -212,17 +211,13 @@ def test_cuda_graph_says_in_one_line_that_there_is_no_gpu(capsys):
     assert len(err.splitlines()) == 1 and "there is none here" in err and "nothing measured" in err
 
 
-def test_cuda_graphs_step_is_the_study_step(tmp_path, monkeypatch):
+def test_cuda_graphs_step_is_the_study_step(tmp_path, small_mnist):
     """What cuda_graph.py captures, run eagerly here (capturable Adam included): two runs side by side train, every
     weight matrix of both moves and stays finite."""
     import cuda_graph
 
     from armgrad.data import load_dataset
 
-    from test_data import write_mnist
-
-    monkeypatch.setenv("ARMGRAD_DATA", str(tmp_path / "cache"))
-    write_mnist(tmp_path / "data", n_train=120, n_test=30)
     data = load_dataset("mnist", str(tmp_path / "data"))
     model, _, next_batch, compute = cuda_graph.build(data, 2, "cpu", "disarm", 8)
     before = [p.detach().clone() for p in model.parameters()]

@@ -175,6 +175,16 @@ class Categorical(Family):
         check_finite(logits.detach(), "logits contains non-finite values (nan or inf)")
 
 
+def autograd_of(composite, inputs: tuple, needs: tuple, grad: torch.Tensor) -> tuple:
+    """The gradients of ``composite(*inputs)`` with a graph (``create_graph``), for the inputs in ``needs``: the
+    backward of a written-out node asked for a second derivative (REBAR's and RELAX's controls)."""
+    with torch.enable_grad():
+        out = composite(*inputs)
+    wanted = [t for t, needed in zip(inputs, needs) if needed]
+    found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
+    return tuple(next(found) if needed else None for needed in needs)
+
+
 class _BernoulliLogProb(torch.autograd.Function):
     """``sum_d (value_d phi_d - softplus(phi_d))`` in one autograd node (see :func:`bernoulli_log_prob`)."""
 
@@ -224,11 +234,8 @@ class _CategoricalLogProb(torch.autograd.Function):
     def backward(ctx, grad):
         logits, value = ctx.saved_tensors
         if torch.is_grad_enabled():  # under create_graph: autograd of the same terms
-            with torch.enable_grad():
-                out = (value * log_softmax(logits)).sum((-2, -1))
-            wanted = [t for t, needed in zip((logits, value), ctx.needs_input_grad) if needed]
-            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
-            return tuple(next(found) if needed else None for needed in ctx.needs_input_grad)
+            composite = lambda phi, v: (v * log_softmax(phi)).sum((-2, -1))  # noqa: E731
+            return autograd_of(composite, (logits, value), ctx.needs_input_grad, grad)
         grad = grad.view(*grad.shape, 1, 1)
         grad_logits = grad_value = None
         if ctx.needs_input_grad[0]:  # d/dphi_dc = value_dc - softmax(phi_d)_c sum_c' value_dc' (one-hot: the score)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..families import BERNOULLI, CATEGORICAL, bernoulli_log_prob, categorical_log_prob
+from ..families import BERNOULLI, CATEGORICAL, autograd_of, bernoulli_log_prob, categorical_log_prob
 
 MODELS = ("linear", "nonlinear", "linear2", "linear3", "linear4")
 
@@ -49,11 +49,8 @@ class _LinearBernoulli(torch.autograd.Function):
     def backward(ctx, grad):
         h, weight, bias, x = ctx.saved_tensors
         if torch.is_grad_enabled():  # under create_graph (REBAR's, RELAX's controls): autograd of the same terms
-            with torch.enable_grad():
-                out = bernoulli_log_prob(F.linear(h, weight, bias), x)
-            wanted = [t for t, needed in zip((h, weight, bias, x), ctx.needs_input_grad) if needed]
-            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
-            return tuple(next(found) if needed else None for needed in ctx.needs_input_grad)
+            composite = lambda h, w, c, x: bernoulli_log_prob(F.linear(h, w, c), x)  # noqa: E731
+            return autograd_of(composite, (h, weight, bias, x), ctx.needs_input_grad, grad)
         grad = grad.unsqueeze(-1)
         dl = torch.sigmoid(ctx.logits).sub_(x).mul_(grad.neg())  # d/dl: grad (x - sigmoid(l))
         rows, inputs = dl.reshape(-1, dl.shape[-1]), h.reshape(-1, h.shape[-1])
