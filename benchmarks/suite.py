@@ -588,6 +588,63 @@ def cli_step(args, data, model_name="linear", estimator="disarm", categories=Non
     return step
 
 
+def disarm_step_by_hand(model, x, noise):
+    """The linear VAE's DisARM loss (one antithetic pair) and its gradients written out, with no autograd:
+    the least eager PyTorch can do for this step, to set against the library's (``benchmarks/suite.py --only
+    parts``). ``noise``: the pair's uniforms ``(1, batch, 200)``. Returns the loss and the gradients of the
+    encoder's weight and bias, the decoder's weight and bias and the prior's logits."""
+    (encoder,), (decoder,) = model.encoder[0], model.decoder[0]
+    n = x.shape[0]
+    centred = x - model.train_mean
+    phi = torch.addmm(encoder.bias, centred, encoder.weight.t())  # (n, D)
+    u = noise[0]
+    b = torch.stack((u > torch.sigmoid(-phi), u < torch.sigmoid(phi))).to(phi.dtype)  # (2, n, D)
+    h = (2 * b - 1).view(2 * n, -1)
+    logits = torch.addmm(decoder.bias, h, decoder.weight.t()).view(2, n, -1)  # (2, n, P)
+    prior = model.prior_logits
+    log_q = (b * phi).sub_(F.softplus(phi)).sum(-1)
+    log_prior = (b * prior).sub_(F.softplus(prior)).sum(-1)
+    log_lik = (x * logits).sub_(F.softplus(logits)).sum(-1)
+    f = log_q - log_lik - log_prior  # (2, n)
+    loss = f.mean()
+    scale = 1 / (2 * n)  # d loss / d f for every sample and example
+    dl = (torch.sigmoid(logits) - x).mul_(scale).view(2 * n, -1)  # -d log p(x | b) / dl, scaled
+    g_phi = (f[0] - f[1]).unsqueeze(-1) * (b[0] - b[1]) * torch.sigmoid(phi.abs()) * (0.5 / n)
+    grads = (
+        g_phi.t().mm(centred),
+        g_phi.sum(0),
+        dl.t().mm(h),
+        dl.sum(0),
+        (torch.sigmoid(prior) - b).sum((0, 1)) * scale,
+    )
+    return loss, grads
+
+
+def hand_step(args, data):
+    """:func:`cli_step` (linear, DisARM) with :func:`disarm_step_by_hand` in place of the loss and its backward: the
+    same batch, uniforms, fused Adam and SGD on the prior, the gradients assigned rather than accumulated."""
+    from armgrad.experiments.training import adam
+
+    torch.manual_seed(0)
+    model = DiscreteVAE("linear", data.train_mean).to(args.device)
+    params = [*model.encoder.parameters(), *model.decoder.parameters(), model.prior_logits]
+    optimizers = [adam(params[:-1], 1e-4), torch.optim.SGD(params[-1:], lr=1e-2)]
+    data_gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(1)
+    tiny = torch.finfo(torch.float32).tiny
+
+    def step():
+        x = data.train_batch(torch.randint(data.train.shape[0], (args.batch,), generator=data_gen), data_gen)
+        noise = torch.rand((1, args.batch, 200), generator=noise_gen, device=args.device).clamp_(min=tiny)
+        with torch.no_grad():
+            _, grads = disarm_step_by_hand(model, x.to(args.device), noise)
+        for p, g in zip(params, grads):
+            p.grad = g
+        for optimizer in optimizers:
+            optimizer.step()
+
+    return step
+
+
 def count_operators(step, device: str, steps: int = 20) -> dict:
     """What ``step`` asks of the machine, per call, after a warm-up: operator calls (every event torch.profiler
     records, nested ones included), distinct operators (how many kinds), host reads (``.item()`` and the like,
@@ -636,6 +693,7 @@ def trivial_operator_us(repeats: int = 20) -> float:
     return 1e6 * statistics.median(times)
 
 
+HAND_WRITTEN = "disarm, gradients by hand (no autograd)"
 OPERATOR_CASES = (  # (model, estimator, categories)
     ("linear", "disarm", None),
     ("linear", "arm", None),
@@ -653,6 +711,7 @@ def bench_operators(args) -> dict:
     data = load_dataset(args.dataset, args.data_dir)
     trivial = trivial_operator_us()
     steps = {case: cli_step(args, data, *case) for case in OPERATOR_CASES}
+    steps["linear", HAND_WRITTEN, None] = hand_step(args, data)  # what eager PyTorch needs at the least
     medians = interleaved({case: step for case, step in steps.items()}, args.repeats, args.device)
     rows = []
     for (model, estimator, categories), step in steps.items():
@@ -703,8 +762,9 @@ def bench_parts(args) -> dict:
     g, noise_g = torch.Generator().manual_seed(0), torch.Generator(args.device).manual_seed(0)
     logits = torch.randn(args.budget, args.batch, 784, device=args.device)
     x = (torch.rand(args.batch, 784) < 0.3).float().to(args.device)
+    products = "the four matrix products"
     parts = {
-        "the four matrix products": matmul_floor(1, args.batch, args.budget, device=args.device),
+        products: matmul_floor(1, args.batch, args.budget, device=args.device),
         "fused Adam's update (314,000 parameters)": optimizer.step,
         "the batch (gather, uniforms, threshold)": lambda: data.train_batch(
             torch.randint(data.train.shape[0], (args.batch,), generator=g), g
@@ -717,15 +777,19 @@ def bench_parts(args) -> dict:
             (args.budget // 2, args.batch, 200), generator=noise_g, device=args.device
         ),
     }
-    medians = interleaved({"the step": step, **parts}, args.repeats, args.device)
-    whole = medians["the step"]
-    rest = whole - sum(medians[name] for name in parts)
-    rows = [{"part": name, "ms": 1e3 * t, "share_of_step": t / whole} for name, t in medians.items()]
-    rows.append({"part": "the rest: operator calls, autograd, Python", "ms": 1e3 * rest, "share_of_step": rest / whole})
+    medians = interleaved({"the step": step, **parts, HAND_WRITTEN: hand_step(args, data)}, args.repeats, args.device)
+    whole, by_hand = medians["the step"], medians.pop(HAND_WRITTEN)
+    medians["the rest: operator calls, autograd, Python"] = whole - sum(medians[name] for name in parts)
+    medians[f"for comparison, not a part: the step with its {HAND_WRITTEN}"] = by_hand
+    rows = [
+        {"part": name, "ms": 1e3 * t, "share_of_step": t / whole, "over_products": t / medians[products]}
+        for name, t in medians.items()
+    ]
     return {
         "title": f"The linear DisARM step (batch {args.batch}, {args.budget} evaluations, as the loop runs it) against "
-        "its arithmetic, each part timed alone in the same interleaved rounds",
-        "columns": ["part", "ms", "share_of_step"],
+        "its arithmetic, each part timed alone in the same interleaved rounds; last, the same step with every "
+        "gradient written out by hand (benchmarks/suite.py disarm_step_by_hand, tested equal to the library's)",
+        "columns": ["part", "ms", "share_of_step", "over_products"],
         "rows": rows,
     }
 

@@ -185,12 +185,17 @@ def test_operators_section_counts_what_a_step_asks_of_the_machine(tmp_path, smal
         torch.set_num_threads(threads)
     sections = json.loads((tmp_path / "operators_parts.json").read_text())["sections"]
     parts = {r["part"]: r for r in sections["parts"]["rows"]}
-    assert parts["the step"]["share_of_step"] == 1.0 and len(parts) == 7
+    assert parts["the step"]["share_of_step"] == 1.0 and len(parts) == 8
+    assert parts["the four matrix products"]["over_products"] == 1.0
+    comparison = parts.pop(f"for comparison, not a part: the step with its {suite.HAND_WRITTEN}")
+    assert comparison["ms"] > 0
     total = sum(r["ms"] for name, r in parts.items() if name != "the step")  # the parts and the rest make the step
     assert total == pytest.approx(parts["the step"]["ms"])
     section = sections["operators"]
     rows = {(r["model"], r["estimator"], r["latents"]): r for r in section["rows"]}
-    assert len(rows) == len(suite.OPERATOR_CASES) and section["trivial_operator_us"] > 0
+    assert len(rows) == len(suite.OPERATOR_CASES) + 1 and section["trivial_operator_us"] > 0
+    by_hand = rows["linear", suite.HAND_WRITTEN, "200 binary"]["calls_per_step"]
+    assert by_hand < rows["linear", "disarm", "200 binary"]["calls_per_step"]  # the least eager PyTorch asks
     for r in rows.values():
         assert r["calls_per_step"] > r["distinct_operators"] > 10 and r["ms_per_step"] > 0
         assert r["host_reads_per_step"] == 4 * {"linear": 1, "linear2": 2, "nonlinear": 3}[r["model"]]  # Adam's only
@@ -226,3 +231,29 @@ def test_cuda_graphs_step_is_the_study_step(tmp_path, small_mnist):
         compute()
     after = list(model.parameters())
     assert all(torch.isfinite(p).all() and not torch.equal(p, q) for p, q in zip(after, before) if p.dim() > 1)
+
+
+@pytest.mark.parametrize("pairs_seed", [0, 1])
+def test_the_hand_written_step_is_the_librarys_disarm_step(pairs_seed):
+    """The parts section's comparison (the step with its gradients written out, no autograd) computes exactly what
+    the library's training loss and backward compute: the same loss and the same five gradients."""
+    from armgrad.experiments.vae import training_loss
+    from armgrad.models.vae import DiscreteVAE
+
+    torch.manual_seed(pairs_seed)
+    model = DiscreteVAE("linear", torch.rand(784) * 0.8 + 0.1)
+    with torch.no_grad():  # away from the initial zeros, so that every term of every gradient shows
+        model.prior_logits.normal_()
+        model.decoder[0][0].bias.normal_()
+    x = (torch.rand(50, 784) < 0.3).float()
+    loss = training_loss(model, x, torch.Generator().manual_seed(3), estimators=["disarm"], num_samples=2)
+    loss.backward()
+    noise = torch.rand((1, 50, 200), generator=torch.Generator().manual_seed(3)).clamp_(min=torch.finfo().tiny)
+    with torch.no_grad():
+        by_hand, grads = suite.disarm_step_by_hand(model, x, noise)
+    assert by_hand.item() == pytest.approx(loss.item(), rel=1e-6)
+    params = [*model.encoder.parameters(), *model.decoder.parameters(), model.prior_logits]
+    assert len(grads) == len(params)
+    for p, g in zip(params, grads):
+        assert p.grad.abs().max() > 0
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5)
