@@ -694,6 +694,7 @@ def trivial_operator_us(repeats: int = 20) -> float:
 
 
 HAND_WRITTEN = "disarm, gradients by hand (no autograd)"
+BY_HAND = "for comparison, not a part: the same step with its gradients written by hand (no autograd)"
 OPERATOR_CASES = (  # (model, estimator, categories)
     ("linear", "disarm", None),
     ("linear", "arm", None),
@@ -780,7 +781,7 @@ def bench_parts(args) -> dict:
     medians = interleaved({"the step": step, **parts, HAND_WRITTEN: hand_step(args, data)}, args.repeats, args.device)
     whole, by_hand = medians["the step"], medians.pop(HAND_WRITTEN)
     medians["the rest: operator calls, autograd, Python"] = whole - sum(medians[name] for name in parts)
-    medians[f"for comparison, not a part: the step with its {HAND_WRITTEN}"] = by_hand
+    medians[BY_HAND] = by_hand
     rows = [
         {"part": name, "ms": 1e3 * t, "share_of_step": t / whole, "over_products": t / medians[products]}
         for name, t in medians.items()
