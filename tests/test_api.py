@@ -221,6 +221,15 @@ def test_f_that_cannot_take_relaxed_inputs(name):
         armgrad.grad(thresholded, logits, instance(name, logits), budget_for(name))
 
 
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_a_generator_that_is_not_one_is_named(name):
+    logits = torch.zeros(2, 3)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        armgrad.grad(smooth_f, logits, instance(name, logits), budget_for(name), generator=7)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        armgrad.estimate(smooth_f, logits, instance(name, logits), budget_for(name), generator=7)
+
+
 def test_unknown_option_is_an_error_not_silence():
     with pytest.raises(ValueError, match="estimator 'gumbel' has no option 'temperatre'; its options: temperature"):
         armgrad.grad(smooth_f, torch.zeros(2, 3), "gumbel", 2, temperatre=0.1)

@@ -230,6 +230,13 @@ def test_bad_f(f, error, match):
         categorical.estimate(f, torch.zeros(2, 3, 4), "reinforce_loo", 2)
 
 
+@pytest.mark.parametrize("name", list(TABLE))
+def test_a_generator_that_is_not_one_is_named(name):
+    phi = torch.zeros(2, 3, 4)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got str"):
+        categorical.grad(f_ok, phi, name, TABLE[name].valid_budget(2, (3, 4)), generator="seed 0")
+
+
 def test_bad_names_budgets_and_options():
     phi = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match="Did you mean 'disarm'"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from armgrad._checks import check_all, check_finite, check_logits, check_noise
+from armgrad._checks import check_all, check_finite, check_generator, check_logits, check_noise
+from armgrad._random import RunGenerators
 
 
 def test_check_finite_sees_a_nan_or_an_inf_and_an_overflowing_sum_of_finite_values_passes():
@@ -42,3 +43,13 @@ def test_check_all_and_check_noise():
 def test_check_logits(logits, error, match):
     with pytest.raises(error, match=match):
         check_logits(logits)
+
+
+def test_check_generator():
+    cpu = torch.device("cpu")
+    for fine in (None, torch.Generator(), RunGenerators([torch.Generator(), torch.Generator()])):
+        check_generator(fine, cpu)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        check_generator(3, cpu)
+    with pytest.raises(ValueError, match=r"a cpu generator but the logits are on meta: use torch.Generator\('meta'\)"):
+        check_generator(torch.Generator(), torch.device("meta"))

@@ -96,6 +96,8 @@ def test_chain_errors():
         chain_estimate(objective, [lambda h: h, lambda h: h], x, ["arm"] * 3, 2)
     with pytest.raises(ValueError, match="must be even"):
         chain_estimate(objective, [lambda h: h, lambda h: h], x, "arm", 3)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        chain_estimate(objective, [lambda h: h, lambda h: h], x, "arm", 2, generator=0)
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))

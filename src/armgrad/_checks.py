@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from ._random import RunGenerators
+
 
 def asynchronous(device: torch.device) -> bool:
     """Whether checks on ``device`` run on the device (``torch._assert_async``), never waiting for it.
@@ -74,3 +76,17 @@ def check_noise(noise, expected_shape: tuple | None, logits: torch.Tensor, name:
     if noise.device != logits.device:
         raise ValueError(f"noise is on {noise.device} but logits are on {logits.device}")
     check_all((noise > 0) & (noise < 1), "noise must lie strictly inside (0, 1)")
+
+
+def check_generator(generator, device: torch.device) -> None:
+    """``generator``: ``None`` (torch's global one), a ``torch.Generator`` on the logits' device type, or the
+    per-run generators of runs trained side by side."""
+    if generator is None or isinstance(generator, RunGenerators):
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"generator is a {generator.device.type} generator but the logits are on {device}: "
+            f"use torch.Generator({device.type!r})"
+        )

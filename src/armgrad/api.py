@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_noise
+from ._checks import check_generator, check_noise
 from .estimators import get_estimator
 from .estimators.base import Estimate, Estimator, with_gradient
 from .estimators.exact import Exact
@@ -24,6 +24,7 @@ def _run(
         sample = "b (S, *batch, D)" if family is BERNOULLI else "one-hot z (S, *batch, D, C)"
         raise TypeError(f"{what} must be callable, mapping {sample} to (S, *batch); got {type(f).__name__}")
     if noise is None:
+        check_generator(generator, logits.device)
         noise = est.draw_noise(num_samples, logits, generator, **options)
     else:
         check_noise(noise, est.noise_shape(num_samples, logits.shape, **options), logits, est.name)

@@ -46,6 +46,7 @@ from typing import cast
 
 import torch
 
+from ._checks import check_generator
 from ._random import uniform
 from .estimators import REGISTRY, get_estimator, select
 from .estimators.base import (
@@ -205,6 +206,8 @@ def chain_estimate(
     """
     if not layers:
         raise ValueError("chain_estimate needs at least one layer: layers is empty")
+    if isinstance(x, torch.Tensor):
+        check_generator(generator, x.device)
     estimators = list(estimator) if isinstance(estimator, (list, tuple)) else [estimator] * len(layers)
     if len(estimators) != len(layers):
         raise ValueError(f"got {len(estimators)} estimators for {len(layers)} layers: give one, or one per layer")
