@@ -2,10 +2,11 @@
 
 import json
 
+import pytest
 import torch
 
 from armgrad import ESTIMATORS, cli
-from armgrad.diagnostics import compare
+from armgrad.diagnostics import compare, draw_gradients
 from armgrad.estimators import ENUMERATION, select
 
 from conftest import make_objective
@@ -47,3 +48,15 @@ def test_cli_demo_writes_results(tmp_path, capsys):
     assert {r["estimator"] for r in rows} == set(select(evaluates_f_at=lambda where: where != ENUMERATION))
     assert "| disarm | yes | 2 |" in (tmp_path / "report.md").read_text()
     assert "budget 2" in capsys.readouterr().out
+
+
+def test_too_few_draws_are_refused_by_name():
+    f, logits = make_objective(1, 3, seed=0), torch.zeros(1, 3, dtype=torch.float64)
+    for draws in (0, 1):  # one draw has no variance, no z-score: the report would be nan
+        with pytest.raises(ValueError, match=f"num_draws must be at least 2 .*, got {draws}"):
+            compare(f, logits, ["arm"], num_draws=draws)
+    with pytest.raises(ValueError, match="num_draws must be at least 1 .*, got 0"):
+        draw_gradients(f, logits, "arm", 2, num_draws=0)
+    with pytest.raises(TypeError, match="num_draws must be an int, got float"):
+        draw_gradients(f, logits, "arm", 2, num_draws=10.0)
+    assert draw_gradients(f, logits, "arm", 2, num_draws=1).shape == (1, 1, 3)

@@ -75,9 +75,18 @@ def draw_gradients(
     """
     family = family_of(family)
     family.check_logits(logits)
+    _check_draws(num_draws, 1, "one estimate per draw")
     est = get_estimator(estimator, family)
     with controls_frozen([estimator]):
         return _draw(f, logits.detach(), est, num_samples, num_draws, generator, max_elements, options)
+
+
+def _check_draws(num_draws, minimum: int, why: str) -> None:
+    """``num_draws`` must be an int of at least ``minimum`` (``why`` says why, in the error)."""
+    if isinstance(num_draws, bool) or not isinstance(num_draws, int):
+        raise TypeError(f"num_draws must be an int, got {type(num_draws).__name__}")
+    if num_draws < minimum:
+        raise ValueError(f"num_draws must be at least {minimum} ({why}), got {num_draws}")
 
 
 @contextlib.contextmanager
@@ -255,6 +264,7 @@ def compare(
     import time
 
     family = family_of(family)
+    _check_draws(num_draws, 2, "a variance and a bias test need two draws at least")
     options = options or {}
     estimators = default_estimators(family) if estimators is None else estimators
     exact_value, exact_grad = api.exact_in(family, f, logits.detach(), 20)
