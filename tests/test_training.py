@@ -94,3 +94,22 @@ def test_zero_grads_sets_every_gradient_of_every_optimiser_to_none():
         p.grad = torch.ones(3)
     zero_grads(optimizers)
     assert all(p.grad is None for p in params)
+
+
+def test_the_divergence_guard_refuses_a_loss_no_model_can_have_and_names_the_steps():
+    from types import SimpleNamespace
+
+    from armgrad.experiments.training import DivergedError, DivergenceGuard
+
+    guard = DivergenceGuard(SimpleNamespace(out="runs/x", lr=1e-3), pixels=784, last_saved=1_000)
+    guard.check_losses([0.69 * 784, 99 * 784, -99 * 784], 1_100)  # a bad model, not a diverged one
+    with pytest.raises(DivergedError, match=r"steps 1,101 and 1,200: a training loss of 7.918e\+04 .*100 per pixel"):
+        guard.check_losses([200.0, 101 * 784], 1_200)  # documented: beyond 100 nats per pixel
+    with pytest.raises(DivergedError, match=r"not finite.*--lr \(now 0.001\).*step 1,000\) is intact"):
+        guard.check_losses([float("nan")], 1_200)
+    model = torch.nn.Linear(2, 2)
+    guard.check_parameters(model, 1_200)
+    with torch.no_grad():
+        model.bias[0] = float("inf")
+    with pytest.raises(DivergedError, match="parameter bias holds nan or inf"):
+        guard.check_parameters(model, 1_200)
