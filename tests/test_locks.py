@@ -41,3 +41,13 @@ def test_a_lock_held_on_another_host_or_by_a_live_process_is_refused(tmp_path):
         with locks.hold([folder]):
             raise AssertionError("the lock of a live holder was granted")  # not reached: hold() refuses
     assert (folder / locks.LOCK).exists()  # not ours: left alone
+
+
+def test_a_process_of_another_user_counts_as_alive(monkeypatch):
+    def kill(pid, signal):  # what os.kill(pid, 0) raises for a live process this user may not signal
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(locks.os, "kill", kill)
+    assert locks._alive(12345)
+    monkeypatch.setattr(locks.os, "kill", lambda pid, signal: (_ for _ in ()).throw(ProcessLookupError()))
+    assert not locks._alive(12345)

@@ -37,6 +37,12 @@ def test_paired_differences_cancel_the_seed_effect():
     assert entry["test_elbo"]["mean"] == pytest.approx(1.0) and entry["test_elbo"]["stderr"] == pytest.approx(0.0)
     assert "test_bound" not in entry
     assert paired_differences(results, "missing") == []
+    # a metric the reference's run of a seed lacks (not measured there): that seed leaves that metric's pairs
+    results += [run("a", 3, -60.0), run("a", 4, None), run("b", 4, -30.0)]
+    results[-1]["test_bound"] = -20.0
+    (entry,) = paired_differences(results, "a")
+    assert entry["pairs"] == 5 and entry["test_elbo"]["mean"] == pytest.approx(3.25)  # (1 + 1 + 1 + 10) / 4 seeds
+    assert "test_bound" not in entry
 
 
 def test_curves_of_runs_evaluated_at_different_steps_are_matched_by_step():
