@@ -54,3 +54,18 @@ def test_corrupt_and_truncated_files(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataFormatError, match="IDX header says shape"):
         load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_idx_of_every_type_is_read_big_endian_and_a_file_with_bytes_beyond_its_shape_is_refused(tmp_path):
+    import struct
+
+    values = np.array([[-2, 300], [7, -30000]])
+    for code, dtype in ((0x0B, ">i2"), (0x0C, ">i4"), (0x0D, ">f4"), (0x0E, ">f8"), (0x09, "i1")):
+        small = values if code != 0x09 else values // 300  # int8: within range
+        path = tmp_path / f"t{code}.idx"
+        path.write_bytes(bytes([0, 0, code, 2]) + struct.pack(">2i", 2, 2) + small.astype(dtype).tobytes())
+        read = read_idx(path)
+        assert read.shape == (2, 2) and (read == small).all(), code
+    path.write_bytes(path.read_bytes() + b"\x00")  # one byte more than the header's shape
+    with pytest.raises(DataFormatError, match="IDX header says shape"):
+        read_idx(path)

@@ -136,6 +136,23 @@ def test_a_single_zero_weight_is_legitimate():
         assert torch.isfinite(value).all() and torch.isfinite(g).all(), name
 
 
+def test_vimco_signal_with_a_zero_weight_among_the_others_is_the_papers():
+    """Mnih & Rezende's baseline for sample k replaces w_k by the geometric mean of the others, which is 0 when
+    one of them is 0: here, written out weight by weight for K = 3 with w_1 = 0."""
+    a, c = 0.3, -1.2
+    log_w = torch.tensor([[a], [-math.inf], [c]], dtype=torch.float64)  # (K, batch)
+    b = torch.tensor([[[1.0]], [[0.0]], [[1.0]]], dtype=torch.float64)  # (K, batch, D = 1)
+    phi = torch.tensor([[0.4]], dtype=torch.float64)
+    _, grad = ESTIMATORS["vimco"].combine(log_w, b, phi, None)
+    w = [math.exp(a), 0.0, math.exp(c)]
+    bound = math.log(sum(w) / 3)
+    replaced = [[0.0, 0.0, w[2]], [w[0], math.exp((a + c) / 2), w[2]], [w[0], 0.0, 0.0]]  # w_k -> others' GM
+    signals = [bound - math.log(sum(ws) / 3) for ws in replaced]
+    p = torch.sigmoid(phi).item()
+    expected = sum(sig * (bk - p) for sig, bk in zip(signals, (1.0, 0.0, 1.0)))
+    assert grad.item() == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize(
     "bad,match",
     [
