@@ -87,8 +87,8 @@ A = torch.tensor([[1.5, -1.0, 0.5], [-2.0, 0.8, 1.2], [0.7, 1.6, -1.4]], dtype=t
 
 def two_layer_guide(n, normals=True):
     phi1, phi2 = per_element("phi1", PHI1, n), per_element("phi2", PHI2, n)
-    if normals:
-        m = per_element("m", torch.tensor([0.3, -0.2], dtype=torch.float64), n)
+    if normals:  # u's scale is learned: the pathwise gradient of its -log q (the entropy term) is not zero
+        m = per_element("m", torch.tensor([0.3, -0.2, -0.4], dtype=torch.float64), n)
     with pyro.plate("data", n, dim=-1):
         y = pyro.sample("y", dist.Normal(m[:, 0], 1.0)) if normals else 0.0
         z1 = [pyro.sample(f"a{d}", dist.Bernoulli(logits=phi1[:, d] + 0.5 * y)) for d in range(3)]
@@ -97,7 +97,7 @@ def two_layer_guide(n, normals=True):
             for k in range(3)
         ]
         if normals:
-            pyro.sample("u", dist.Normal(m[:, 1] + z2[0] - z2[2], 1.0))
+            pyro.sample("u", dist.Normal(m[:, 1] + z2[0] - z2[2], m[:, 2].exp()))
 
 
 def two_layer_model(n, normals=True):
