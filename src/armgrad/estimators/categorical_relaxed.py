@@ -111,14 +111,26 @@ class GumbelRao(Pathwise):
         s = noise.shape[0] // (k + 1)
         phi = logits.detach()
         z = CATEGORICAL.sample(phi, noise[:s])  # (S, *batch, D, C)
-        log_e = torch.log(-torch.log(noise[s:])).view(k, s, *noise.shape[1:])  # log E, (K, S, *batch, D, C)
-        log_z = torch.logsumexp(phi, -1, keepdim=True)
-        log_e_i = (log_e * z).sum(-1, keepdim=True)  # log E at the sampled category
-        top = log_z - log_e_i
-        others = -torch.logaddexp(log_e - phi, log_e_i - log_z)
-        offset = torch.where(z.bool(), top, others) - phi  # G^k, held constant
+        offset = conditional_gumbels(phi, z, noise[s:].view(k, s, *noise.shape[1:]))  # G^k, held constant
         soft = softmax((logits + offset) / tau).mean(0)
         return z + (soft - soft.detach())
+
+
+def conditional_gumbels(phi: torch.Tensor, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Gumbels ``G`` drawn given the category: ``phi + G`` has the law of independent ``Gumbel(phi_c)`` given that
+    its argmax is ``z``'s category (Paulus, Maddison & Krause, ICLR 2021, appendix). ``phi (*batch, D, C)``, ``z``
+    one-hot ``(S, *batch, D, C)``, uniforms ``u (K, S, *batch, D, C)`` -> ``G`` of ``u``'s shape.
+
+    With ``E = -log u ~ Exp(1)`` and ``Z = sum exp phi``: the maximum ``phi_i + G_i = log Z - log E_i`` (the max of
+    the race is ``Gumbel(log Z)``, independent of its argmax) and, for ``j != i``, the ``Gumbel(phi_j)`` truncated
+    below it, ``phi_j + G_j = -log(E_j exp(-phi_j) + E_i / Z)``.
+    """
+    log_e = torch.log(-torch.log(u))
+    log_z = torch.logsumexp(phi, -1, keepdim=True)
+    log_e_i = (log_e * z).sum(-1, keepdim=True)  # log E at the sampled category
+    top = log_z - log_e_i
+    others = -torch.logaddexp(log_e - phi, log_e_i - log_z)
+    return torch.where(z.bool(), top, others) - phi
 
 
 def _draws(draws) -> int:
