@@ -98,6 +98,8 @@ def test_chain_errors():
         chain_estimate(objective, [lambda h: h, lambda h: h], x, "arm", 3)
     with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
         chain_estimate(objective, [lambda h: h, lambda h: h], x, "arm", 2, generator=0)
+    with pytest.raises(TypeError, match=r"layers\[1\] must be callable .*, got Tensor"):
+        chain_estimate(objective, [lambda h: h, torch.zeros(3)], x, "arm", 2)
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))

@@ -206,6 +206,9 @@ def chain_estimate(
     """
     if not layers:
         raise ValueError("chain_estimate needs at least one layer: layers is empty")
+    for t, layer in enumerate(layers):
+        if not callable(layer):
+            raise TypeError(f"layers[{t}] must be callable (x -> phi_1, b_t -> phi_t+1), got {type(layer).__name__}")
     if isinstance(x, torch.Tensor):
         check_generator(generator, x.device)
     estimators = list(estimator) if isinstance(estimator, (list, tuple)) else [estimator] * len(layers)
